@@ -1,0 +1,254 @@
+
+/*
+ * Copyright (C) ngx_llm authors
+ *
+ * Registration: directives, configuration create / merge (every default is
+ * written once, here, in merge), phase handlers and filters.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_llm_module.h"
+
+
+static ngx_int_t ngx_http_llm_preconfiguration(ngx_conf_t *cf);
+static ngx_int_t ngx_http_llm_postconfiguration(ngx_conf_t *cf);
+static void *ngx_http_llm_create_loc_conf(ngx_conf_t *cf);
+static char *ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent,
+    void *child);
+static char *ngx_http_llm_max_json_depth(ngx_conf_t *cf, void *post,
+    void *data);
+static char *ngx_http_llm_min_size(ngx_conf_t *cf, void *post, void *data);
+
+
+static ngx_conf_enum_t  ngx_http_llm_apis[] = {
+    { ngx_string("auto"), NGX_HTTP_LLM_API_AUTO },
+    { ngx_string("chat"), NGX_HTTP_LLM_API_CHAT },
+    { ngx_string("completions"), NGX_HTTP_LLM_API_COMPLETIONS },
+    { ngx_string("embeddings"), NGX_HTTP_LLM_API_EMBEDDINGS },
+    { ngx_string("messages"), NGX_HTTP_LLM_API_MESSAGES },
+    { ngx_null_string, 0 }
+};
+
+
+static ngx_conf_post_t  ngx_http_llm_max_json_depth_post =
+    { ngx_http_llm_max_json_depth };
+
+static ngx_conf_post_t  ngx_http_llm_min_size_post =
+    { ngx_http_llm_min_size };
+
+
+static ngx_command_t  ngx_http_llm_commands[] = {
+
+    { ngx_string("llm_gateway"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, enable),
+      NULL },
+
+    { ngx_string("llm_api"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_enum_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, api),
+      &ngx_http_llm_apis },
+
+    { ngx_string("llm_key"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, key),
+      NULL },
+
+    { ngx_string("llm_max_body_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, max_body_size),
+      &ngx_http_llm_min_size_post },
+
+    { ngx_string("llm_max_json_depth"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_num_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, max_json_depth),
+      &ngx_http_llm_max_json_depth_post },
+
+    { ngx_string("llm_stream_usage"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, stream_usage),
+      NULL },
+
+    { ngx_string("llm_response_max_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, response_max_size),
+      &ngx_http_llm_min_size_post },
+
+    { ngx_string("llm_sse_event_max_size"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_size_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, sse_event_max_size),
+      &ngx_http_llm_min_size_post },
+
+      ngx_null_command
+};
+
+
+static ngx_http_module_t  ngx_http_llm_module_ctx = {
+    ngx_http_llm_preconfiguration,         /* preconfiguration */
+    ngx_http_llm_postconfiguration,        /* postconfiguration */
+
+    NULL,                                  /* create main configuration */
+    NULL,                                  /* init main configuration */
+
+    NULL,                                  /* create server configuration */
+    NULL,                                  /* merge server configuration */
+
+    ngx_http_llm_create_loc_conf,          /* create location configuration */
+    ngx_http_llm_merge_loc_conf            /* merge location configuration */
+};
+
+
+ngx_module_t  ngx_http_llm_module = {
+    NGX_MODULE_V1,
+    &ngx_http_llm_module_ctx,              /* module context */
+    ngx_http_llm_commands,                 /* module directives */
+    NGX_HTTP_MODULE,                       /* module type */
+    NULL,                                  /* init master */
+    NULL,                                  /* init module */
+    NULL,                                  /* init process */
+    NULL,                                  /* init thread */
+    NULL,                                  /* exit thread */
+    NULL,                                  /* exit process */
+    NULL,                                  /* exit master */
+    NGX_MODULE_V1_PADDING
+};
+
+
+static ngx_int_t
+ngx_http_llm_preconfiguration(ngx_conf_t *cf)
+{
+    return ngx_http_llm_add_variables(cf);
+}
+
+
+static ngx_int_t
+ngx_http_llm_postconfiguration(ngx_conf_t *cf)
+{
+    ngx_http_handler_pt        *h;
+    ngx_http_core_main_conf_t  *cmcf;
+
+    cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    /*
+     * the body is read in the precontent phase: after access checks
+     * (auth_request, allow / deny) so that unauthenticated callers cannot
+     * make the gateway read and parse bodies, and before the content
+     * handler (proxy_pass) that forwards it
+     */
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_PRECONTENT_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_llm_body_handler;
+
+    h = ngx_array_push(&cmcf->phases[NGX_HTTP_LOG_PHASE].handlers);
+    if (h == NULL) {
+        return NGX_ERROR;
+    }
+
+    *h = ngx_http_llm_usage_log_handler;
+
+    return ngx_http_llm_sse_init_filters(cf);
+}
+
+
+static void *
+ngx_http_llm_create_loc_conf(ngx_conf_t *cf)
+{
+    ngx_http_llm_loc_conf_t  *conf;
+
+    conf = ngx_pcalloc(cf->pool, sizeof(ngx_http_llm_loc_conf_t));
+    if (conf == NULL) {
+        return NULL;
+    }
+
+    /*
+     * set by ngx_pcalloc():
+     *
+     *     conf->key = NULL;
+     */
+
+    conf->enable = NGX_CONF_UNSET;
+    conf->api = NGX_CONF_UNSET_UINT;
+    conf->max_body_size = NGX_CONF_UNSET_SIZE;
+    conf->max_json_depth = NGX_CONF_UNSET_UINT;
+    conf->stream_usage = NGX_CONF_UNSET;
+    conf->response_max_size = NGX_CONF_UNSET_SIZE;
+    conf->sse_event_max_size = NGX_CONF_UNSET_SIZE;
+
+    return conf;
+}
+
+
+static char *
+ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
+{
+    ngx_http_llm_loc_conf_t *prev = parent;
+    ngx_http_llm_loc_conf_t *conf = child;
+
+    ngx_conf_merge_value(conf->enable, prev->enable, 0);
+    ngx_conf_merge_uint_value(conf->api, prev->api, NGX_HTTP_LLM_API_AUTO);
+
+    if (conf->key == NULL) {
+        conf->key = prev->key;
+    }
+
+    ngx_conf_merge_size_value(conf->max_body_size, prev->max_body_size,
+                              8 * 1024 * 1024);
+    ngx_conf_merge_uint_value(conf->max_json_depth, prev->max_json_depth, 64);
+    ngx_conf_merge_value(conf->stream_usage, prev->stream_usage, 1);
+    ngx_conf_merge_size_value(conf->response_max_size,
+                              prev->response_max_size, 4 * 1024 * 1024);
+    ngx_conf_merge_size_value(conf->sse_event_max_size,
+                              prev->sse_event_max_size, 64 * 1024);
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_llm_max_json_depth(ngx_conf_t *cf, void *post, void *data)
+{
+    ngx_uint_t  *np = data;
+
+    if (*np < 2 || *np > 1024) {
+        return "must be between 2 and 1024";
+    }
+
+    return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_llm_min_size(ngx_conf_t *cf, void *post, void *data)
+{
+    size_t  *sp = data;
+
+    if (*sp < 1024) {
+        return "must be at least 1k";
+    }
+
+    return NGX_CONF_OK;
+}

@@ -1,0 +1,123 @@
+
+/*
+ * Copyright (C) ngx_llm authors
+ *
+ * Shared declarations of ngx_http_llm_module: configuration, the request
+ * context, and the entry points of each runtime part (body, sse, usage,
+ * variables, error).
+ */
+
+
+#ifndef _NGX_HTTP_LLM_MODULE_H_INCLUDED_
+#define _NGX_HTTP_LLM_MODULE_H_INCLUDED_
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_llm_inspect.h"
+#include "ngx_http_llm_event.h"
+
+
+#define NGX_HTTP_LLM_API_AUTO           0xff
+
+/* ctx->outcome */
+#define NGX_HTTP_LLM_OUTCOME_NONE       0
+#define NGX_HTTP_LLM_OUTCOME_COMPLETE   1   /* terminator / whole JSON */
+#define NGX_HTTP_LLM_OUTCOME_INCOMPLETE 2   /* upstream ended early */
+#define NGX_HTTP_LLM_OUTCOME_ABORTED    3   /* client went away */
+#define NGX_HTTP_LLM_OUTCOME_ERROR      4   /* error status or event */
+#define NGX_HTTP_LLM_OUTCOME_REJECTED   5   /* refused by the gateway */
+
+/* ctx->usage_source */
+#define NGX_HTTP_LLM_USAGE_NONE         0
+#define NGX_HTTP_LLM_USAGE_UPSTREAM     1
+#define NGX_HTTP_LLM_USAGE_ESTIMATED    2
+
+/* bytes of output text per estimated token, see the README */
+#define NGX_HTTP_LLM_BYTES_PER_TOKEN    4
+
+
+typedef struct {
+    ngx_flag_t                  enable;
+    ngx_uint_t                  api;            /* NGX_HTTP_LLM_API_* */
+    ngx_http_complex_value_t   *key;            /* caller key, or NULL */
+    size_t                      max_body_size;
+    ngx_uint_t                  max_json_depth;
+    ngx_flag_t                  stream_usage;
+    size_t                      response_max_size;
+    size_t                      sse_event_max_size;
+} ngx_http_llm_loc_conf_t;
+
+
+typedef struct {
+    ngx_uint_t                  api;
+    ngx_http_llm_request_t      req;            /* inspection result */
+
+    ngx_str_t                   model;          /* unescaped, in r->pool */
+    ngx_str_t                   key_hash;       /* 12 hex chars or empty */
+
+    ngx_int_t                   status;         /* phase handler result */
+
+    ngx_msec_t                  start;          /* request start, ms */
+    ngx_msec_t                  ttft;           /* first content event */
+    ngx_msec_t                  end;            /* response finished */
+
+    /* response watching */
+    ngx_http_llm_sse_t          sse;
+    ngx_http_llm_usage_t        usage;
+    size_t                      content_bytes;
+    ngx_uint_t                  events;
+    ngx_buf_t                  *json;           /* non-streaming body */
+
+    /* event-aligned output when the usage-only chunk is stripped */
+    ngx_buf_t                  *pending;        /* partial event bytes */
+    uint64_t                    emitted;        /* stream offset emitted */
+    uint64_t                    cut_start;      /* usage chunk to drop */
+    uint64_t                    cut_end;
+    ngx_chain_t                *free;
+    ngx_chain_t                *busy;
+
+    unsigned                    waiting_body:1;
+    unsigned                    inspected:1;    /* body understood */
+    unsigned                    stream_injected:1;  /* we asked usage */
+    unsigned                    sse_response:1;
+    unsigned                    json_response:1;
+    unsigned                    json_overflow:1;
+    unsigned                    strip:1;
+    unsigned                    got_content:1;
+    unsigned                    done:1;         /* terminator seen */
+    unsigned                    error_event:1;
+    unsigned                    finalized:1;    /* usage settled */
+    unsigned                    outcome:3;
+    unsigned                    usage_source:2;
+} ngx_http_llm_ctx_t;
+
+
+extern ngx_module_t  ngx_http_llm_module;
+
+
+/* body: the precontent phase handler */
+ngx_int_t ngx_http_llm_body_handler(ngx_http_request_t *r);
+ngx_http_llm_ctx_t *ngx_http_llm_get_ctx(ngx_http_request_t *r);
+
+/* sse: response header and body filters */
+ngx_int_t ngx_http_llm_sse_init_filters(ngx_conf_t *cf);
+
+/* usage: settle figures at the log phase */
+ngx_int_t ngx_http_llm_usage_log_handler(ngx_http_request_t *r);
+void ngx_http_llm_usage_settle(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+
+/* variables */
+ngx_int_t ngx_http_llm_add_variables(ngx_conf_t *cf);
+
+/* error: client API shaped error responses */
+ngx_int_t ngx_http_llm_send_error(ngx_http_request_t *r, ngx_uint_t api,
+    ngx_uint_t status, const char *type, const char *code,
+    const char *param, const char *fmt, ...);
+const char *ngx_http_llm_api_name(ngx_uint_t api);
+
+
+#endif /* _NGX_HTTP_LLM_MODULE_H_INCLUDED_ */

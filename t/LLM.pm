@@ -1,0 +1,93 @@
+package LLM;
+
+# Shared set-up of the ngx_llm suites, used as
+#
+#     use FindBin; use lib $FindBin::Bin; use LLM;
+#     use Test::Nginx::Socket;
+#
+# It starts the project's mock LLM server for the test file (unless
+# TEST_NGINX_MOCK_PORT names one already running), waits until it listens,
+# and stops that process, and only it, when the file ends. It also sets
+# the defaults the suites expect when the caller did not: the module to
+# load and $TEST_NGINX_* paths.
+#
+# Instances: $TEST_NGINX_MOCK_PORT (name "mock"), +1 ("a"), +2 ("b").
+
+use strict;
+use warnings;
+use Cwd qw(abs_path);
+use File::Basename qw(dirname);
+use IO::Socket::INET;
+use POSIX ();
+use Time::HiRes qw(sleep);
+
+my $root = abs_path(dirname(__FILE__) . '/..');
+my $mock_pid;
+my $owner = $$;
+
+$ENV{TEST_NGINX_REPO} //= $root;
+$ENV{TEST_NGINX_LOAD_MODULES} //=
+    "/usr/lib/nginx/modules/ngx_http_echo_module.so "
+    . "$root/build/ngx_http_llm_module.so";
+
+sub listening {
+    my ($port) = @_;
+    my $s = IO::Socket::INET->new(PeerAddr => "127.0.0.1:$port",
+                                  Timeout => 0.2);
+    return 0 unless $s;
+    close $s;
+    return 1;
+}
+
+sub start_mock {
+    if ($ENV{TEST_NGINX_MOCK_PORT}) {
+        return;     # somebody else runs it
+    }
+
+    my $port = 18080;
+    $ENV{TEST_NGINX_MOCK_PORT} = $port;
+    $ENV{TEST_NGINX_MOCK_A} = $port + 1;
+    $ENV{TEST_NGINX_MOCK_B} = $port + 2;
+
+    my $bin = "$root/mock/llm-mock";
+    die "LLM.pm: $bin is not built (make mock)\n" unless -x $bin;
+
+    for my $p ($port, $port + 1, $port + 2) {
+        die "LLM.pm: 127.0.0.1:$p is busy: is another suite or make run "
+            . "using it?\n" if listening($p);
+    }
+
+    my @args = ("--listen", "127.0.0.1:$port,name=mock",
+                "--listen", "127.0.0.1:" . ($port + 1) . ",name=a",
+                "--listen", "127.0.0.1:" . ($port + 2) . ",name=b",
+                "--ttft-ms", "5", "--itl-ms", "2", "--quiet");
+
+    my $pid = fork();
+    die "fork: $!" unless defined $pid;
+
+    if ($pid == 0) {
+        POSIX::setsid();
+        open STDIN, '<', '/dev/null';
+        exec $bin, @args or POSIX::_exit(127);
+    }
+
+    $mock_pid = $pid;
+
+    for (1 .. 100) {
+        return if listening($port + 2);
+        sleep 0.05;
+    }
+
+    die "LLM.pm: mock LLM server did not listen on 127.0.0.1:$port\n";
+}
+
+start_mock();
+
+END {
+    if ($mock_pid && $$ == $owner) {
+        kill 'TERM', $mock_pid;
+        waitpid $mock_pid, 0;
+    }
+}
+
+1;
