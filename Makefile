@@ -24,7 +24,8 @@ SUDO       := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # Debian packages, by what needs them
 BUILD_PKGS := gcc g++ make cmake pkg-config perl nginx nginx-dev \
               libxxhash-dev libjansson-dev libhiredis-dev \
-              libcurl4-openssl-dev libboost-dev libcmocka-dev libgtest-dev
+              libcurl4-openssl-dev libboost-dev libsimdjson-dev libcmocka-dev \
+              libgtest-dev
 TEST_PKGS  := $(BUILD_PKGS) curl python3 redis-server \
               libnginx-mod-http-echo libtest-base-perl libtext-diff-perl \
               libtest-longstring-perl liblist-moreutils-perl libwww-perl \

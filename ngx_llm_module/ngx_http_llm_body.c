@@ -391,6 +391,11 @@ ngx_http_llm_body_contiguous(ngx_http_request_t *r, u_char **data,
     for (cl = r->request_body->bufs; cl; cl = cl->next) {
         b = cl->buf;
 
+        ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "llm: body buf file:%d %O-%O mem:%z",
+                       (int) b->in_file, b->file_pos, b->file_last,
+                       b->last - b->pos);
+
         if (b->in_file) {
             n = ngx_read_file(b->file, p, (size_t) (b->file_last - b->file_pos),
                               b->file_pos);
@@ -502,9 +507,9 @@ ngx_http_llm_body_rewrite(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     ctx->stream_injected = 1;
 
-    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                   "llm: asked upstream for stream usage, body %uz bytes",
-                   size);
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "llm: asked upstream for stream usage, body %uz bytes "
+                   "(%uz + %uz + %uz)", size, head, add.len, len - tail);
 
     return NGX_OK;
 }

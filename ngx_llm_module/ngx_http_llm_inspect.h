@@ -35,6 +35,11 @@
 #define NGX_HTTP_LLM_INSPECT_EDUP       5   /* duplicate top-level key */
 
 
+/* nesting limits (max_depth): 0 selects the default, larger values clamp */
+#define NGX_HTTP_LLM_INSPECT_DEFAULT_DEPTH  64
+#define NGX_HTTP_LLM_INSPECT_MAX_DEPTH      128
+
+
 /* tri-state flags */
 #define NGX_HTTP_LLM_UNSET_FLAG         -1
 
@@ -92,6 +97,7 @@ typedef struct {
     const char                 *error;          /* static message */
     const char                 *error_param;    /* field name or NULL */
     size_t                      error_offset;
+    ngx_http_llm_slice_t        error_key;      /* EDUP: the raw key */
 } ngx_http_llm_request_t;
 
 
@@ -101,6 +107,13 @@ typedef struct {
  */
 int ngx_http_llm_inspect(ngx_http_llm_request_t *req, int api,
     const u_char *body, size_t len);
+
+/*
+ * Unescapes a string slice the inspector accepted (e.g. req->model when
+ * model_escaped) into out; returns its length, or -1 if cap is too small.
+ */
+ssize_t ngx_http_llm_unescape(const u_char *raw, size_t len, u_char *out,
+    size_t cap);
 
 
 #endif /* _NGX_HTTP_LLM_INSPECT_H_INCLUDED_ */

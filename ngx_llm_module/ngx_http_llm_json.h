@@ -48,6 +48,7 @@
 #define NGX_HTTP_LLM_JSON_SEED_NUMBER  0x6c6c6d2d6e756d31ULL
 #define NGX_HTTP_LLM_JSON_SEED_LITERAL 0x6c6c6d2d6c697431ULL
 #define NGX_HTTP_LLM_JSON_SEED_ARRAY   0x6c6c6d2d61727231ULL
+#define NGX_HTTP_LLM_JSON_SEED_ARRAY_END  0x6c6c6d2d61726531ULL
 #define NGX_HTTP_LLM_JSON_SEED_PAIR    0x6c6c6d2d70616931ULL
 #define NGX_HTTP_LLM_JSON_SEED_OBJECT  0x6c6c6d2d6f626a31ULL
 #define NGX_HTTP_LLM_JSON_SEED_BAG     0x6c6c6d2d62616731ULL
@@ -86,6 +87,14 @@ typedef struct {
 } ngx_http_llm_json_num_t;
 
 
+/* a string's canonical hash, from ngx_http_llm_json_string_hash() */
+typedef struct {
+    XXH128_hash_t               hash;
+    size_t                      ulen;       /* unescaped length */
+    unsigned                    escaped;
+} ngx_http_llm_json_shash_t;
+
+
 /* the pull cursor */
 typedef struct {
     const u_char               *start;
@@ -105,6 +114,15 @@ typedef struct {
  */
 const u_char *ngx_http_llm_json_string(const u_char *p, const u_char *end,
     unsigned *escaped, ngx_http_llm_json_error_t *err);
+
+/*
+ * Scans and validates a string body like ngx_http_llm_json_string() and
+ * computes in the same pass its canonical hash (that of
+ * ngx_http_llm_json_str_hash()) and unescaped length.
+ */
+const u_char *ngx_http_llm_json_string_hash(const u_char *p,
+    const u_char *end, ngx_http_llm_json_shash_t *r,
+    ngx_http_llm_json_error_t *err);
 
 /*
  * Decodes a string body that ngx_http_llm_json_string() accepted, from *pp

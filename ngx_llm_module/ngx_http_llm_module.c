@@ -22,6 +22,8 @@ static char *ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent,
 static char *ngx_http_llm_max_json_depth(ngx_conf_t *cf, void *post,
     void *data);
 static char *ngx_http_llm_min_size(ngx_conf_t *cf, void *post, void *data);
+static char *ngx_http_llm_set_api(ngx_conf_t *cf, ngx_command_t *cmd,
+    void *conf);
 
 
 static ngx_conf_enum_t  ngx_http_llm_apis[] = {
@@ -52,7 +54,7 @@ static ngx_command_t  ngx_http_llm_commands[] = {
 
     { ngx_string("llm_api"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
-      ngx_conf_set_enum_slot,
+      ngx_http_llm_set_api,
       NGX_HTTP_LOC_CONF_OFFSET,
       offsetof(ngx_http_llm_loc_conf_t, api),
       &ngx_http_llm_apis },
@@ -251,4 +253,22 @@ ngx_http_llm_min_size(ngx_conf_t *cf, void *post, void *data)
     }
 
     return NGX_CONF_OK;
+}
+
+
+static char *
+ngx_http_llm_set_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    char  *rv;
+
+    rv = ngx_conf_set_enum_slot(cf, cmd, conf);
+
+    if (rv == NGX_CONF_ERROR) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_api\" must be \"auto\", \"chat\", "
+                           "\"completions\", \"embeddings\" or "
+                           "\"messages\"");
+    }
+
+    return rv;
 }

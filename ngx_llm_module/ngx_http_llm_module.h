@@ -89,6 +89,7 @@ typedef struct {
     unsigned                    got_content:1;
     unsigned                    done:1;         /* terminator seen */
     unsigned                    error_event:1;
+    unsigned                    ended:1;        /* we closed the stream */
     unsigned                    finalized:1;    /* usage settled */
     unsigned                    outcome:3;
     unsigned                    usage_source:2;

@@ -29,9 +29,14 @@ static ngx_int_t ngx_http_llm_body_filter(ngx_http_request_t *r,
 static ngx_int_t ngx_http_llm_sse_watch(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_chain_t *in);
 static ngx_int_t ngx_http_llm_sse_strip(ngx_http_request_t *r,
-    ngx_http_llm_ctx_t *ctx, ngx_chain_t *in);
+    ngx_http_llm_ctx_t *ctx, ngx_chain_t *in, ngx_chain_t *end);
+static ngx_uint_t ngx_http_llm_sse_ended(ngx_http_request_t *r,
+    ngx_chain_t *in);
+static ngx_chain_t *ngx_http_llm_sse_terminator(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_json_collect(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_chain_t *in);
+static size_t ngx_http_llm_strip_usage_null(u_char *p, size_t len);
 static int ngx_http_llm_sse_event(ngx_http_llm_sse_t *sse, const u_char *name,
     size_t name_len, const u_char *data, size_t len, uint64_t start,
     uint64_t end);
@@ -120,6 +125,7 @@ static ngx_int_t
 ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
     ngx_int_t            rc;
+    ngx_chain_t         *end, *out, *cl, **ll;
     ngx_http_llm_ctx_t  *ctx;
 
     if (r != r->main || in == NULL) {
@@ -132,25 +138,166 @@ ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_body_filter(r, in);
     }
 
-    if (ctx->sse_response) {
-        if (ctx->strip) {
-            return ngx_http_llm_sse_strip(r, ctx, in);
+    if (ctx->json_response) {
+        if (ngx_http_llm_json_collect(r, ctx, in) != NGX_OK) {
+            return NGX_ERROR;
         }
 
-        rc = ngx_http_llm_sse_watch(r, ctx, in);
-
-    } else if (ctx->json_response) {
-        rc = ngx_http_llm_json_collect(r, ctx, in);
-
-    } else {
-        rc = NGX_OK;
+        return ngx_http_next_body_filter(r, in);
     }
 
-    if (rc != NGX_OK) {
-        return NGX_ERROR;
+    if (!ctx->sse_response) {
+        return ngx_http_next_body_filter(r, in);
     }
 
-    return ngx_http_next_body_filter(r, in);
+    if (!ctx->strip) {
+        (void) ngx_http_llm_sse_watch(r, ctx, in);
+    }
+
+    end = NULL;
+
+    if (!ctx->done && !ctx->ended && !ctx->error_event
+        && ngx_http_llm_sse_ended(r, in))
+    {
+        end = ngx_http_llm_sse_terminator(r, ctx);
+        if (end == NULL) {
+            return NGX_ERROR;
+        }
+    }
+
+    if (ctx->strip) {
+        return ngx_http_llm_sse_strip(r, ctx, in, end);
+    }
+
+    if (end == NULL) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    /* the same buffers, the last one no longer last, then the terminator */
+
+    out = NULL;
+    ll = &out;
+
+    for ( /* void */ ; in; in = in->next) {
+        cl = ngx_alloc_chain_link(r->pool);
+        if (cl == NULL) {
+            return NGX_ERROR;
+        }
+
+        cl->buf = in->buf;
+
+        if (cl->buf->last_buf) {
+            cl->buf->last_buf = 0;
+
+            if (ngx_buf_size(cl->buf) == 0) {
+                cl->buf->sync = 1;
+            }
+        }
+
+        *ll = cl;
+        ll = &cl->next;
+    }
+
+    *ll = end;
+
+    rc = ngx_http_next_body_filter(r, out);
+
+    return rc;
+}
+
+
+/*
+ * The stream is over without its terminator when the response ends (the
+ * upstream closed a close-delimited stream) or when nginx flushes after
+ * the upstream connection went away (premature close, read timeout).
+ */
+
+static ngx_uint_t
+ngx_http_llm_sse_ended(ngx_http_request_t *r, ngx_chain_t *in)
+{
+    ngx_uint_t    data, flush;
+    ngx_chain_t  *cl;
+
+    data = 0;
+    flush = 0;
+
+    for (cl = in; cl; cl = cl->next) {
+        if (cl->buf->last_buf) {
+            return 1;
+        }
+
+        if (ngx_buf_size(cl->buf)) {
+            data = 1;
+        }
+
+        flush |= cl->buf->flush;
+    }
+
+    return (flush && !data && r->upstream
+            && r->upstream->peer.connection == NULL);
+}
+
+
+/*
+ * What a client SDK understands as a failed stream: an error event in its
+ * API's shape (and, for OpenAI, the [DONE] terminator), so that it raises
+ * a clear error instead of hanging on a torn connection.
+ */
+
+static ngx_chain_t *
+ngx_http_llm_sse_terminator(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+{
+    ngx_str_t     s;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    static ngx_str_t  openai = ngx_string(
+        "\n\ndata: {\"error\":{\"message\":\"The upstream model server "
+        "ended the stream before it was complete.\",\"type\":"
+        "\"server_error\",\"param\":null,\"code\":\"upstream_incomplete\"}}"
+        "\n\ndata: [DONE]\n\n");
+
+    static ngx_str_t  anthropic = ngx_string(
+        "\n\nevent: error\ndata: {\"type\":\"error\",\"error\":{\"type\":"
+        "\"api_error\",\"message\":\"The upstream model server ended the "
+        "stream before it was complete.\"}}\n\n");
+
+    ctx->ended = 1;
+
+    s = NGX_HTTP_LLM_IS_ANTHROPIC(ctx->api) ? anthropic : openai;
+
+    /* the leading blank line closes an event cut in the middle, if any */
+
+    if (ctx->strip || ctx->sse.event_start == ctx->sse.offset) {
+        s.data += 2;
+        s.len -= 2;
+    }
+
+    b = ngx_calloc_buf(r->pool);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    b->pos = s.data;
+    b->last = s.data + s.len;
+    b->memory = 1;
+    b->flush = 1;
+    b->last_buf = 1;
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                  "llm upstream stream ended without its terminator after "
+                  "%ui events, the client stream was closed with an error "
+                  "event", ctx->events);
+
+    return cl;
 }
 
 
@@ -178,74 +325,70 @@ ngx_http_llm_sse_watch(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
 
 /*
- * Event-aligned output: complete events are emitted at once (except the
+ * Event-aligned output: complete events are emitted at once (less the
  * usage-only chunk the gateway asked for), the bytes of an event not yet
  * complete wait in ctx->pending, copied, since upstream reuses its buffer.
+ * ctx->emitted is the stream offset of the first pending byte.
  */
 
 static ngx_int_t
 ngx_http_llm_sse_strip(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
-    ngx_chain_t *in)
+    ngx_chain_t *in, ngx_chain_t *end)
 {
-    off_t         size;
-    size_t        n, keep, skip, room;
-    u_char       *p, *src;
-    uint64_t      off, cut_start, cut_end;
+    size_t        total, complete, tail, n, room;
+    u_char       *p;
+    uint64_t      off;
     ngx_int_t     rc;
     ngx_buf_t    *b, *out_b;
     ngx_uint_t    last, flush;
-    ngx_chain_t  *cl, *out, **ll;
+    ngx_chain_t  *cl, *ol;
 
-    size = 0;
+    total = ctx->pending ? (size_t) (ctx->pending->last - ctx->pending->pos)
+                         : 0;
     last = 0;
     flush = 0;
 
     for (cl = in; cl; cl = cl->next) {
         if (ngx_buf_in_memory(cl->buf)) {
-            size += cl->buf->last - cl->buf->pos;
+            total += cl->buf->last - cl->buf->pos;
         }
 
         last |= cl->buf->last_buf;
         flush |= cl->buf->flush;
     }
 
-    /* pending + new bytes, then cut on event boundaries */
-
-    n = (ctx->pending ? (size_t) (ctx->pending->last - ctx->pending->pos)
-                      : 0)
-        + (size_t) size;
-
-    out = NULL;
-    ll = &out;
-
-    cl = ngx_chain_get_free_buf(r->pool, &ctx->free);
-    if (cl == NULL) {
+    ol = ngx_chain_get_free_buf(r->pool, &ctx->free);
+    if (ol == NULL) {
         return NGX_ERROR;
     }
 
-    out_b = cl->buf;
+    out_b = ol->buf;
 
-    if ((size_t) (out_b->end - out_b->start) < n || out_b->start == NULL) {
-        out_b->start = ngx_palloc(r->pool, ngx_max(n, 4096));
+    if (out_b->start == NULL || (size_t) (out_b->end - out_b->start) < total)
+    {
+        room = ngx_max(total, 4096);
+
+        out_b->start = ngx_palloc(r->pool, room);
         if (out_b->start == NULL) {
             return NGX_ERROR;
         }
 
-        out_b->end = out_b->start + ngx_max(n, 4096);
+        out_b->end = out_b->start + room;
     }
 
     out_b->pos = out_b->start;
     out_b->last = out_b->start;
     out_b->temporary = 1;
     out_b->flush = 1;
-    out_b->tag = (ngx_buf_tag_t) &ngx_http_llm_module;
+    out_b->sync = 0;
     out_b->last_buf = 0;
+    out_b->tag = (ngx_buf_tag_t) &ngx_http_llm_module;
 
-    /* the stream offset of the first byte in out_b */
+    /* pending bytes first, then the new ones, fed to the framer */
 
     off = ctx->emitted;
 
-    if (ctx->pending && ctx->pending->last > ctx->pending->pos) {
+    if (ctx->pending) {
         out_b->last = ngx_cpymem(out_b->last, ctx->pending->pos,
                                  ctx->pending->last - ctx->pending->pos);
         ctx->pending->last = ctx->pending->pos;
@@ -258,57 +401,32 @@ ngx_http_llm_sse_strip(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
             continue;
         }
 
-        src = b->pos;
-        (void) ngx_http_llm_sse_feed(&ctx->sse, src, b->last - src);
-        out_b->last = ngx_cpymem(out_b->last, src, b->last - src);
+        (void) ngx_http_llm_sse_feed(&ctx->sse, b->pos, b->last - b->pos);
+        out_b->last = ngx_cpymem(out_b->last, b->pos, b->last - b->pos);
         b->pos = b->last;
     }
 
-    /*
-     * ctx->sse.event_start is where the event not yet complete begins:
-     * everything before it is complete events
-     */
+    /* what lies before the event in progress is complete events */
 
-    keep = (size_t) (out_b->last - out_b->pos);
+    complete = total;
 
-    if (!last && ctx->sse.event_start >= off) {
-        keep = (size_t) (ctx->sse.event_start - off);
+    if ((!last || end) && ctx->sse.event_start >= off
+        && ctx->sse.event_start - off < total)
+    {
+        complete = (size_t) (ctx->sse.event_start - off);
     }
 
-    /* drop the usage chunk if it lies in the complete part */
+    tail = total - complete;
 
-    cut_start = ctx->cut_start;
-    cut_end = ctx->cut_end;
+    if (end) {
+        /* the stream is over: an event cut in the middle is dropped */
+        out_b->last = out_b->pos + complete;
 
-    if (cut_end > cut_start && cut_start >= off && cut_end <= off + keep) {
-        skip = (size_t) (cut_end - cut_start);
-        p = out_b->pos + (cut_start - off);
-
-        ngx_memmove(p, p + skip, out_b->last - (p + skip));
-        out_b->last -= skip;
-        keep -= skip;
-        off += skip;    /* those stream bytes are accounted as emitted */
-        ctx->cut_start = ctx->cut_end = 0;
-
-        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
-                       "llm: stripped usage chunk of %uz bytes", skip);
-    }
-
-    /* the incomplete tail waits */
-
-    n = (size_t) (out_b->last - out_b->pos) - keep;
-
-    if (n) {
+    } else if (tail) {
         if (ctx->pending == NULL
-            || (size_t) (ctx->pending->end - ctx->pending->start) < n)
+            || (size_t) (ctx->pending->end - ctx->pending->start) < tail)
         {
-            room = ngx_max(n, 1024);
-
-            if (ctx->pending) {
-                room = ngx_max(room,
-                          2 * (size_t) (ctx->pending->end
-                                        - ctx->pending->start));
-            }
+            room = ngx_max(tail, 1024);
 
             ctx->pending = ngx_create_temp_buf(r->pool, room);
             if (ctx->pending == NULL) {
@@ -318,43 +436,123 @@ ngx_http_llm_sse_strip(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
         ctx->pending->pos = ctx->pending->start;
         ctx->pending->last = ngx_cpymem(ctx->pending->start,
-                                        out_b->pos + keep, n);
-        out_b->last = out_b->pos + keep;
+                                        out_b->pos + complete, tail);
+        out_b->last = out_b->pos + complete;
     }
 
-    ctx->emitted = off + keep;
+    /* the usage-only chunk, when it is among the complete events */
 
-    if (last) {
-        out_b->last_buf = 1;
+    if (ctx->cut_end > ctx->cut_start
+        && ctx->cut_start >= off && ctx->cut_end <= off + complete)
+    {
+        p = out_b->pos + (size_t) (ctx->cut_start - off);
+        n = (size_t) (ctx->cut_end - ctx->cut_start);
+
+        ngx_memmove(p, p + n, out_b->last - (p + n));
+        out_b->last -= n;
+        ctx->cut_start = 0;
+        ctx->cut_end = 0;
+
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "llm: stripped the usage chunk, %uz bytes", n);
+    }
+
+    /*
+     * asked for usage, OpenAI also adds "usage":null to every chunk: it
+     * goes too, so the client gets the bytes it would have got
+     */
+
+    out_b->last = out_b->pos
+                  + ngx_http_llm_strip_usage_null(out_b->pos,
+                                                  out_b->last - out_b->pos);
+
+    ctx->emitted = off + complete;
+
+    if (last || end) {
+        out_b->last_buf = (end == NULL);
         ctx->end = ngx_current_msec;
     }
 
-    if (out_b->last == out_b->pos && !last) {
-        /* nothing complete yet: keep the buffer for the next call */
-        cl->next = ctx->free;
-        ctx->free = cl;
+    if (out_b->last == out_b->pos) {
 
-        if (!flush) {
-            return NGX_OK;
+        if (!last && end == NULL) {
+            /* nothing complete yet: the buffer waits for the next call */
+            ol->next = ctx->free;
+            ctx->free = ol;
+
+            return flush ? ngx_http_next_body_filter(r, NULL) : NGX_OK;
         }
 
-        return ngx_http_next_body_filter(r, NULL);
-    }
-
-    if (out_b->last == out_b->pos) {
         out_b->temporary = 0;
         out_b->sync = 1;
     }
 
-    *ll = cl;
-    cl->next = NULL;
+    ol->next = end;
 
-    rc = ngx_http_next_body_filter(r, out);
+    rc = ngx_http_next_body_filter(r, ol);
 
-    ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &out,
+    ngx_chain_update_chains(r->pool, &ctx->free, &ctx->busy, &ol,
                             (ngx_buf_tag_t) &ngx_http_llm_module);
 
     return rc;
+}
+
+
+/*
+ * Removes ',"usage":null' (or ', "usage": null') that ends a data line:
+ * JSON strings cannot hold a raw quote or line break, so the sequence
+ * right before the end of a line is the top-level member, nothing else.
+ */
+
+static size_t
+ngx_http_llm_strip_usage_null(u_char *p, size_t len)
+{
+    size_t   i, n, skip;
+    u_char  *dst, *end, *m;
+
+    static ngx_str_t  spellings[] = {
+        ngx_string(",\"usage\":null}"),
+        ngx_string(", \"usage\": null}")
+    };
+
+    end = p + len;
+    dst = p;
+
+    for ( ;; ) {
+        m = NULL;
+        skip = 0;
+
+        for (i = 0; i < 2; i++) {
+            u_char  *f;
+
+            f = memmem(p, end - p, spellings[i].data, spellings[i].len);
+
+            if (f && (m == NULL || f < m)) {
+                m = f;
+                skip = spellings[i].len - 1;    /* keep the '}' */
+            }
+        }
+
+        if (m == NULL) {
+            break;
+        }
+
+        n = m - p;
+
+        if (m + skip + 1 < end && m[skip + 1] != '\n' && m[skip + 1] != '\r')
+        {
+            /* not at the end of a line: keep it */
+            n += skip + 1;
+            skip = 0;
+        }
+
+        dst = ngx_movemem(dst, p, n);
+        p += n + skip;
+    }
+
+    dst = ngx_movemem(dst, p, end - p);
+
+    return dst - (end - len);
 }
 
 

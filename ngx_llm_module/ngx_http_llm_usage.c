@@ -55,6 +55,25 @@ ngx_http_llm_usage_settle(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     u = &ctx->usage;
 
     if (ctx->usage_source == NGX_HTTP_LLM_USAGE_UPSTREAM
+        && ctx->api == NGX_HTTP_LLM_API_EMBEDDINGS
+        && u->completion_tokens < 0)
+    {
+        /* embeddings generate no output tokens */
+        u->completion_tokens = 0;
+    }
+
+    if (ctx->sse_response && !ctx->done
+        && ctx->usage_source == NGX_HTTP_LLM_USAGE_UPSTREAM)
+    {
+        /*
+         * the final figures never came (Anthropic's message_start has
+         * the input and a placeholder output count): the output is
+         * estimated from what passed
+         */
+        u->completion_tokens = -1;
+    }
+
+    if (ctx->usage_source == NGX_HTTP_LLM_USAGE_UPSTREAM
         && u->prompt_tokens >= 0 && u->completion_tokens >= 0)
     {
         goto done;
@@ -99,7 +118,7 @@ done:
                       u->prompt_tokens, u->completion_tokens);
 
     } else if (ctx->outcome == NGX_HTTP_LLM_OUTCOME_INCOMPLETE
-               && ctx->sse_response)
+               && ctx->sse_response && !ctx->ended)
     {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                       "llm upstream stream ended without its terminator "

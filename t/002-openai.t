@@ -72,6 +72,7 @@ POST /v1/chat/completions
 --- more_headers
 Content-Type: application/json
 Authorization: Bearer sk-test-123
+--- log_level: info
 --- error_code: 200
 --- error_log
 key=c7b7fab8e78b prompt=
@@ -87,6 +88,7 @@ POST /v1/chat/completions
 --- more_headers
 Content-Type: application/json
 x-api-key: acme
+--- log_level: info
 --- error_code: 200
 --- error_log
 key=44ad98655d88 prompt=
@@ -142,23 +144,29 @@ qr/llm-log api=embeddings model="text-embedding-3-small" stream=0 .* prompt=[1-9
 
 
 
-=== TEST 7: cached prompt tokens reported by upstream are accounted
-The mock simulates a prefix cache: the second identical long prompt is
-served partly from it.
+=== TEST 7: a long prompt warms the mock's simulated prefix cache
 --- request eval
-my $long = "lorem ipsum dolor sit amet " x 100;
-my $body = qq{{"model":"m","messages":[{"role":"user","content":"$long"}]}};
-["POST /v1/chat/completions\n$body", "POST /v1/chat/completions\n$body"]
+"POST /v1/chat/completions\n" . '{"model":"m","messages":[{"role":"user","content":"' . ("lorem ipsum dolor sit amet " x 100) . '"}]}'
 --- more_headers
 Content-Type: application/json
---- error_code eval
-[200, 200]
+--- error_code: 200
 --- error_log eval
-qr/llm-log api=chat .* cached=[1-9]\d* .* usage=upstream/
+qr/llm-log api=chat .* usage=upstream outcome=complete/
 
 
 
-=== TEST 8: an upstream error is passed to the client, no usage invented
+=== TEST 8: cached prompt tokens reported by upstream are accounted
+--- request eval
+"POST /v1/chat/completions\n" . '{"model":"m","messages":[{"role":"user","content":"' . ("lorem ipsum dolor sit amet " x 100) . '"}]}'
+--- more_headers
+Content-Type: application/json
+--- error_code: 200
+--- error_log eval
+qr/llm-log api=chat .* prompt=6\d\d cached=6\d\d .* usage=upstream outcome=complete/
+
+
+
+=== TEST 9: an upstream error is passed to the client, no usage invented
 --- request
 POST /v1/chat/completions
 {"model":"m","messages":[{"role":"user","content":"hi"}]}

@@ -95,7 +95,7 @@ POST /v1/chat/completions
 Content-Type: application/json
 x-mock-echo: 1
 --- error_code: 200
---- response_body
+--- response_body chomp
 {"model":"m","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"x"}]}
 
 
@@ -108,15 +108,15 @@ x-mock-echo: 1
     }
 --- request
 POST /v1/chat/completions
-{"model":"m","stream":true,"messages":[]}
+{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}
 --- more_headers
 Content-Type: application/json
 x-mock-echo: 1
 --- error_code: 200
 --- response_headers
-x-mock-body-bytes: 81
---- response_body
-{"model":"m","stream":true,"messages":[],"stream_options":{"include_usage":true}}
+x-mock-body-bytes: 110
+--- response_body chomp
+{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}],"stream_options":{"include_usage":true}}
 
 
 
@@ -129,20 +129,20 @@ x-mock-body-bytes: 81
     }
 --- request
 POST /v1/chat/completions
-{"model":"m","stream":true,"messages":[]}
+{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}
 --- more_headers
 Content-Type: application/json
 x-mock-echo: 1
 --- error_code: 200
---- response_body
-{"model":"m","stream":true,"messages":[]}
+--- response_body chomp
+{"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}
 
 
 
 === TEST 6: events are not held back although proxy_buffering is on: the
 first token arrives long before the slow rest of the stream
 --- request
-POST /v1/chat/completions
+POST /v1/chat/completions HTTP/1.0
 {"model":"m","stream":true,"messages":[{"role":"user","content":"slow"}]}
 --- more_headers
 Content-Type: application/json
@@ -160,15 +160,16 @@ qr/\Adata: \{[^\n]*"content"[^\n]*\}\n\n/s
 === TEST 7: a client hanging up mid-stream cancels upstream; partial usage
 is accounted as estimated
 --- request
-POST /v1/chat/completions
+POST /v1/chat/completions HTTP/1.0
 {"model":"m","stream":true,"messages":[{"role":"user","content":"tell me a long story"}]}
 --- more_headers
 Content-Type: application/json
 x-mock-ttft-ms: 0
-x-mock-itl-ms: 300
-x-mock-tokens: 100
+x-mock-itl-ms: 1500
+x-mock-tokens: 5
 --- timeout: 1
 --- abort
+--- ignore_response
 --- wait: 0.5
 --- error_log eval
 [qr/llm client closed the chat request after \d+ events, upstream request cancelled, usage estimated/,
@@ -178,13 +179,14 @@ x-mock-tokens: 100
 
 === TEST 8: a client hanging up before a non-streamed answer cancels it too
 --- request
-POST /v1/chat/completions
+POST /v1/chat/completions HTTP/1.0
 {"model":"m","messages":[{"role":"user","content":"think hard"}]}
 --- more_headers
 Content-Type: application/json
 x-mock-ttft-ms: 5000
 --- timeout: 0.5
 --- abort
+--- ignore_response
 --- wait: 0.5
 --- error_log eval
 qr/llm-log api=chat stream=0 .* outcome=aborted/
@@ -207,7 +209,8 @@ qr/llm-log api=messages stream=1 prompt=[1-9]\d* cached=0 completion=4 usage=ups
 
 
 
-=== TEST 10: upstream closing mid-stream: usage estimated, outcome incomplete
+=== TEST 10: upstream closing mid-stream: the client stream is closed
+cleanly with an error event; usage estimated, outcome incomplete
 --- request
 POST /v1/chat/completions
 {"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}
@@ -216,13 +219,33 @@ Content-Type: application/json
 x-mock-fault: close-mid-stream
 x-mock-fault-after: 2
 x-mock-tokens: 10
+--- error_code: 200
+--- response_body_like eval
+qr/\A(data: \{[^\n]*"chat\.completion\.chunk"[^\n]*\}\n\n){3}data: \{"error":\{[^\n]*"code":"upstream_incomplete"\}\}\n\ndata: \[DONE\]\n\n\z/s
 --- error_log eval
-[qr/llm upstream stream ended without its terminator after \d+ events, usage estimated/,
+[qr/llm upstream stream ended without its terminator after \d+ events, the client stream was closed with an error event/,
  qr/llm-log api=chat stream=1 prompt=\d+ cached=\d+ completion=[1-9]\d* usage=estimated outcome=incomplete/]
 
 
 
-=== TEST 11: an error event after 200 headers is passed and marks the
+=== TEST 11: the same for an Anthropic stream
+--- request
+POST /v1/messages
+{"model":"claude","max_tokens":10,"stream":true,"messages":[{"role":"user","content":"x"}]}
+--- more_headers
+Content-Type: application/json
+x-mock-fault: close-mid-stream
+x-mock-fault-after: 2
+x-mock-tokens: 10
+--- error_code: 200
+--- response_body_like eval
+qr/\Aevent: message_start\n.*event: error\ndata: \{"type":"error","error":\{"type":"api_error","message":"[^"]+"\}\}\n\n\z/s
+--- error_log eval
+qr/llm-log api=messages stream=1 .* usage=estimated outcome=incomplete/
+
+
+
+=== TEST 12: an error event after 200 headers is passed and marks the
 outcome as error
 --- request
 POST /v1/chat/completions
@@ -238,7 +261,7 @@ x-mock-fault: sse-error
 
 
 
-=== TEST 12: TTFT is measured at the first content event, not at headers
+=== TEST 13: TTFT is measured at the first content event, not at headers
 --- request
 POST /v1/chat/completions
 {"model":"m","stream":true,"messages":[{"role":"user","content":"x"}]}

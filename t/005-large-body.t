@@ -32,9 +32,9 @@ __DATA__
 
 === TEST 1: an 810 KB body spooled to a temporary file is inspected
 --- config
-    client_max_body_size 16m;
-    client_body_buffer_size 8k;
     location /v1/ {
+        client_max_body_size 16m;
+        client_body_buffer_size 8k;
         llm_gateway on;
         access_log logs/error.log llm;
         proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
@@ -53,9 +53,9 @@ __DATA__
 
 === TEST 2: the same body held in memory
 --- config
-    client_max_body_size 16m;
-    client_body_buffer_size 1m;
     location /v1/ {
+        client_max_body_size 16m;
+        client_body_buffer_size 1m;
         llm_gateway on;
         access_log logs/error.log llm;
         proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
@@ -72,9 +72,9 @@ a client request body is buffered to a temporary file
 
 === TEST 3: a spooled stream request is rewritten and forwarded intact
 --- config
-    client_max_body_size 16m;
-    client_body_buffer_size 8k;
     location /v1/ {
+        client_max_body_size 16m;
+        client_body_buffer_size 8k;
         llm_gateway on;
         proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
     }
@@ -85,5 +85,5 @@ my $b = $::Big; $b =~ s/^\{/{"stream":true,/;
 x-mock-echo: 1
 --- error_code: 200
 --- response_headers eval
-"x-mock-body-bytes: " . (length($::Big) + 14 + 41)
+"x-mock-body-bytes: " . (length($::Big) + 14 + 40)
 --- response_body_like: ^\{"stream":true,"model":"m".*"stream_options":\{"include_usage":true\}\}$

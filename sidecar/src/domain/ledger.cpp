@@ -1,0 +1,120 @@
+#include "domain/ledger.hpp"
+
+#include "domain/prompt_cache.hpp"
+#include "domain/time.hpp"
+
+#include <algorithm>
+
+namespace llm {
+
+std::size_t CubeKeyHash::operator()(const CubeKey &k) const {
+  std::uint64_t h =
+      fnv1a64(k.key, static_cast<std::uint64_t>(k.day) * 0x9e3779b97f4a7c15ULL);
+  h = fnv1a64(k.team, h ^ 0x1f);
+  h = fnv1a64(k.model, h ^ 0x1e);
+  return static_cast<std::size_t>(h);
+}
+
+std::optional<GroupBy> parse_group_by(const std::string &s) {
+  if (s == "key") {
+    return GroupBy::key;
+  }
+  if (s == "team") {
+    return GroupBy::team;
+  }
+  if (s == "model") {
+    return GroupBy::model;
+  }
+  if (s == "day") {
+    return GroupBy::day;
+  }
+  return std::nullopt;
+}
+
+Ledger::Result Ledger::apply(const UsageRecord &r) {
+  if (!m_ids.insert(r.request_id).second) {
+    return Result::duplicate;
+  }
+  m_id_order.emplace_back(r.ts, r.request_id);
+  Totals t;
+  t.add(r);
+  add_cell(CubeKey{day_index(r.ts), r.key_hash, r.team, r.billed_model()}, t);
+  return Result::accepted;
+}
+
+void Ledger::add_cell(const CubeKey &k, const Totals &t) {
+  m_cube[k].add(t);
+  m_key_days[k.key][k.day] += t.cost;
+  m_team_days[k.team][k.day] += t.cost;
+  m_total.add(t);
+}
+
+void Ledger::restore_cell(const CubeKey &k, const Totals &t) { add_cell(k, t); }
+
+void Ledger::restore_id(const std::string &id, TimeMs ts) {
+  if (m_ids.insert(id).second) {
+    m_id_order.emplace_back(ts, id);
+  }
+}
+
+bool Ledger::seen(const std::string &id) const { return m_ids.count(id) != 0; }
+
+void Ledger::expire_ids(TimeMs before) {
+  // Records arrive roughly in time order; an out-of-order old id simply
+  // lives a little longer.
+  while (!m_id_order.empty() && m_id_order.front().first < before) {
+    m_ids.erase(m_id_order.front().second);
+    m_id_order.pop_front();
+  }
+}
+
+Micros Ledger::spent(Scope scope, const std::string &id, std::int64_t from_day,
+                     std::int64_t to_day) const {
+  const auto &index = scope == Scope::key ? m_key_days : m_team_days;
+  auto it = index.find(id);
+  if (it == index.end()) {
+    return 0;
+  }
+  Micros sum = 0;
+  for (auto d = it->second.lower_bound(from_day);
+       d != it->second.end() && d->first < to_day; ++d) {
+    sum += d->second;
+  }
+  return sum;
+}
+
+std::vector<SpendRow> query_cube(const Cube &cube, const SpendQuery &q) {
+  std::map<std::string, Totals> groups;
+  for (const auto &[k, t] : cube) {
+    if (k.day < q.from_day || k.day > q.to_day || (q.key && *q.key != k.key) ||
+        (q.team && *q.team != k.team) || (q.model && *q.model != k.model)) {
+      continue;
+    }
+    switch (q.group_by) {
+    case GroupBy::key:
+      groups[k.key].add(t);
+      break;
+    case GroupBy::team:
+      groups[k.team].add(t);
+      break;
+    case GroupBy::model:
+      groups[k.model].add(t);
+      break;
+    case GroupBy::day:
+      groups[format_day(k.day)].add(t);
+      break;
+    }
+  }
+  std::vector<SpendRow> rows;
+  rows.reserve(groups.size());
+  for (auto &[g, t] : groups) {
+    rows.push_back({g, t});
+  }
+  return rows;
+}
+
+std::vector<SpendRow> Ledger::query(const SpendQuery &q) const {
+  return query_cube(m_cube, q);
+}
+
+} // namespace llm

@@ -1,0 +1,91 @@
+// Ledger logic: idempotent application of usage records and aggregates by
+// key, team, model and UTC day. In memory; durability lives in store/.
+#pragma once
+
+#include "domain/budgets.hpp"
+#include "domain/types.hpp"
+
+#include <deque>
+#include <map>
+#include <optional>
+#include <string>
+#include <unordered_map>
+#include <unordered_set>
+#include <vector>
+
+namespace llm {
+
+struct CubeKey {
+  std::int64_t day = 0;
+  std::string key;
+  std::string team;
+  std::string model;
+  bool operator==(const CubeKey &) const = default;
+};
+
+struct CubeKeyHash {
+  std::size_t operator()(const CubeKey &k) const;
+};
+
+enum class GroupBy { key, team, model, day };
+std::optional<GroupBy> parse_group_by(const std::string &s);
+
+struct SpendQuery {
+  GroupBy group_by = GroupBy::team;
+  std::optional<std::string> key;
+  std::optional<std::string> team;
+  std::optional<std::string> model;
+  std::int64_t from_day = INT64_MIN; // inclusive
+  std::int64_t to_day = INT64_MAX;   // inclusive
+};
+
+struct SpendRow {
+  std::string group;
+  Totals totals;
+};
+
+using Cube = std::unordered_map<CubeKey, Totals, CubeKeyHash>;
+
+// Group and filter a cube (local or read back from Redis); rows sorted by
+// group name.
+std::vector<SpendRow> query_cube(const Cube &cube, const SpendQuery &q);
+
+class Ledger {
+public:
+  enum class Result { accepted, duplicate };
+
+  // The record's cost must already be set. Duplicates (same request_id
+  // within the dedup window) change nothing.
+  Result apply(const UsageRecord &r);
+  bool seen(const std::string &request_id) const;
+  // Forget request ids whose record is older than `before`.
+  void expire_ids(TimeMs before);
+
+  // Spend of a key or team over days [from_day, to_day).
+  Micros spent(Scope scope, const std::string &id, std::int64_t from_day,
+               std::int64_t to_day) const;
+
+  std::vector<SpendRow> query(const SpendQuery &q) const;
+  Totals total() const { return m_total; }
+  const Cube &cube() const { return m_cube; }
+  std::size_t remembered_ids() const { return m_ids.size(); }
+  const std::deque<std::pair<TimeMs, std::string>> &id_log() const {
+    return m_id_order;
+  }
+
+  // Snapshot restore.
+  void restore_cell(const CubeKey &k, const Totals &t);
+  void restore_id(const std::string &id, TimeMs ts);
+
+private:
+  void add_cell(const CubeKey &k, const Totals &t);
+
+  Cube m_cube;
+  std::unordered_map<std::string, std::map<std::int64_t, Micros>> m_key_days;
+  std::unordered_map<std::string, std::map<std::int64_t, Micros>> m_team_days;
+  std::unordered_set<std::string> m_ids;
+  std::deque<std::pair<TimeMs, std::string>> m_id_order;
+  Totals m_total;
+};
+
+} // namespace llm
