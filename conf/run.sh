@@ -47,6 +47,13 @@ ln -sf "$root/build/ngx_http_llm_module.so" "$run/modules/"
 echo $! > "$run/mock.pid"
 wait_port "$mock_port" "mock LLM server"
 
+sidecar=$root/build/sidecar/llm-sidecar
+if [ -x "$sidecar" ]; then
+    "$sidecar" --config "$root/conf/sidecar/sidecar.json" \
+        >"$run/logs/sidecar.log" 2>&1 &
+    echo $! > "$run/sidecar.pid"
+fi
+
 "$nginx" -p "$run" -c conf/nginx.conf -t -q
 "$nginx" -p "$run" -c conf/nginx.conf
 wait_port "$port" nginx
@@ -64,5 +71,9 @@ run: gateway on http://127.0.0.1:$port (nginx prefix $run, logs in $run/logs)
        -d '{"model":"mock","stream":true,"messages":[{"role":"user","content":"Hi"}]}'
 
   tail -f $run/logs/access.log      # usage per request
+
+  # the sidecar (control plane): spend report, metrics (sidecar/README.md)
+  curl -s --unix-socket /tmp/ngx_llm/sidecar.sock 'http://sidecar/v1/spend?group_by=model'
+  curl -s --unix-socket /tmp/ngx_llm/sidecar.sock http://sidecar/metrics
   make stop                         # stops what make run started
 EOM

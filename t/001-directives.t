@@ -69,7 +69,7 @@ qr/\[emerg\] .*invalid value "yes" in "llm_gateway" directive, it must be "on" o
     }
 --- must_die
 --- error_log eval
-qr/\[emerg\] "llm_api" must be "auto", "chat", "completions", "embeddings" or "messages" in .*nginx\.conf:\d+/
+qr/\[emerg\] .*"llm_api" must be "auto", "chat", "completions", "embeddings" or "messages" in .*nginx\.conf:\d+/
 
 
 

@@ -12,6 +12,7 @@ package LLM;
 # load and $TEST_NGINX_* paths.
 #
 # Instances: $TEST_NGINX_MOCK_PORT (name "mock"), +1 ("a"), +2 ("b").
+# LLM_MOCK_BASE (default 18080) sets the first port.
 
 use strict;
 use warnings;
@@ -44,7 +45,9 @@ sub start_mock {
         return;     # somebody else runs it
     }
 
-    my $port = 18080;
+    # LLM_MOCK_BASE moves the mock (and the example's upstream) when several
+    # suites run side by side
+    my $port = $ENV{LLM_MOCK_BASE} || 18080;
     $ENV{TEST_NGINX_MOCK_PORT} = $port;
     $ENV{TEST_NGINX_MOCK_A} = $port + 1;
     $ENV{TEST_NGINX_MOCK_B} = $port + 2;

@@ -31,7 +31,8 @@ run_tests();
 
 is(server_port(), 1996, 'server_port() follows TEST_NGINX_PORT');
 is($ENV{TEST_NGINX_SERVER_PORT}, 1996, 'TEST_NGINX_SERVER_PORT exported');
-like(server_root(), qr{/servroot_1996$}, 'server_root() is TEST_NGINX_SERVROOT');
+like(server_root(), qr{/servroot_1996$},
+     'server_root() is TEST_NGINX_SERVROOT');
 is(html_dir(), server_root() . '/html', 'html_dir() is under server_root()');
 
 __DATA__
@@ -49,11 +50,19 @@ location = /conf {
  "GET /conf"]
 --- response_body_like eval
 [
-  qr{\Aworker_processes  2;\ndaemon on;\nmaster_process on;\nerror_log \S+/servroot_1996/logs/error\.log debug;\npid       \S+/logs/nginx\.pid;\n},
-  qr{^load_module /usr/lib/nginx/modules/ngx_http_echo_module\.so; worker_rlimit_nofile 2048;$}m,
+  qr{\A worker_processes \ {2} 2;\n daemon \ on;\n master_process \ on;\n
+      error_log \ \S+/servroot_1996/logs/error\.log \ debug;\n
+      pid \ {7} \S+/logs/nginx\.pid;\n}x,
+  qr{^load_module \ /usr/lib/nginx/modules/ngx_http_echo_module\.so;
+      \ worker_rlimit_nofile \ 2048;$}mx,
   qr{^env SELFTEST_ENV;$}m,
-  qr{(?=.*^ {8}listen {10}1996;$)(?=.*^ {8}server_name {5}'localhost';$)(?=.*^ {8}client_max_body_size 30M;$)}ms,
-  qr{client_body_temp_path \S+/servroot_1996/client_body_temp; proxy_temp_path \S+/proxy_temp;.*^events \{\n    accept_mutex off;\n\n    worker_connections  128;\n\}}ms,
+  qr{(?=.*^\ {8}listen\ {10}1996;$)
+      (?=.*^\ {8}server_name\ {5}'localhost';$)
+      (?=.*^\ {8}client_max_body_size\ 30M;$)}msx,
+  qr{client_body_temp_path\ \S+/servroot_1996/client_body_temp;
+      \ proxy_temp_path\ \S+/proxy_temp;
+      .*^events\ \{\n\ {4}accept_mutex\ off;\n\n
+      \ {4}worker_connections\ {2}128;\n\}}msx,
   ($> == 0 ? qr{^user root;\n\z}m : qr{\A(?!.*^user )}ms),
 ]
 

@@ -15,6 +15,12 @@ if (!-x $SelfTestEnv::NginxBinary || !-f $SelfTestEnv::EchoModule) {
     plan skip_all => 'needs Debian nginx and libnginx-mod-http-echo';
 }
 
+# A regex from pieces, to keep long patterns readable.
+sub re (@) {
+    my $text = join '', @_;
+    return qr/$text/;
+}
+
 sub suite ($) {
     my $blocks = shift;
     return "use Test::Nginx::Socket 'no_plan';\nrun_tests();\n__DATA__\n\n"
@@ -42,7 +48,7 @@ sub expect_results ($$$$) {
     }
 }
 
-# --- Response expectations -------------------------------------------------
+# --- Response expectations --------------------------------------------------
 
 my $run = SelfTestEnv::run_inner(port => $Port, code => suite(<<'EOF'));
 === TEST 1: body
@@ -151,7 +157,7 @@ expect_results($run, 'responses', [
     qr/TEST 10: .* response is expected \(repeated req 0, req 0\)/,
 ]);
 
-# --- Log expectations --------------------------------------------------------
+# --- Log expectations -------------------------------------------------------
 
 $run = SelfTestEnv::run_inner(port => $Port, code => suite(<<'EOF'));
 === TEST 1: error_log missing, no_error_log present
@@ -198,11 +204,15 @@ never logged at shutdown
 EOF
 
 expect_results($run, 'logs', [
-    qr/TEST 1: .* pattern "never logged anywhere" should match a line in error\.log \(req 0\)/,
-    qr/TEST 1: .* pattern "http finalize request" should not match any line in error\.log but matches line/,
+    re('TEST 1: .* pattern "never logged anywhere" should match a line',
+       ' in error\.log \(req 0\)'),
+    re('TEST 1: .* pattern "http finalize request" should not match any',
+       ' line in error\.log but matches line'),
     qr/TEST 2: grep_error_log_out - grep_error_log_out \(req 0\)/,
-    qr/TEST 3: .* pattern "GET \/t\?slow=1 HTTP\/1\.0" should match a line in access\.log/,
-    qr/TEST 4: .* pattern "never logged at shutdown" should match a line in error\.log$/,
+    re('TEST 3: .* pattern "GET /t\?slow=1 HTTP/1\.0" should match',
+       ' a line in access\.log'),
+    re('TEST 4: .* pattern "never logged at shutdown" should match a line',
+       ' in error\.log$'),
 ], [
     qr/TEST 3: .* response_body - response is expected/,
 ]);
@@ -256,7 +266,7 @@ EOF
 isnt($run->{status}, 0, 'transport: prove fails the suite');
 like($run->{out}, qr/^Result: FAIL$/m, 'transport: prove reports FAIL');
 
-# --- must_die --------------------------------------------------------------------
+# --- must_die ---------------------------------------------------------------
 
 $run = SelfTestEnv::run_inner(port => $Port, code => suite(<<'EOF'));
 === TEST 1: valid config does not die
@@ -292,10 +302,11 @@ expect_results($run, 'must_die', [
 ], [
     qr/TEST 3: .* die as expected/,
 ]);
-like($run->{err}, qr/TEST 1: valid config does not die - nginx must die but it does not; killing it/,
+like($run->{err}, re('TEST 1: valid config does not die - nginx must die',
+                     ' but it does not; killing it'),
      'must_die: warns and stops the nginx that started');
 
-# --- Plan mismatch through prove ----------------------------------------------
+# --- Plan mismatch through prove --------------------------------------------
 
 $run = SelfTestEnv::run_inner(port => $Port, prove => 1, code => <<'EOF');
 use Test::Nginx::Socket;

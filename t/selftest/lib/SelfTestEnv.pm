@@ -3,7 +3,7 @@ package SelfTestEnv;
 # Environment for the self-tests of the fallback Test::Nginx runner
 # (t/lib/Test/Nginx).  "use SelfTestEnv port => N;" before
 # "use Test::Nginx::Socket;" pins the suite to Debian's nginx, the echo
-# module, port N and a private server root, whatever the caller's
+# module, port N and server root t/servroot_N, whatever the caller's
 # TEST_NGINX_* settings are (TEST_NGINX_VERBOSE is kept for debugging).
 #
 # run_inner() runs a small generated suite in a child perl and returns its
@@ -40,7 +40,10 @@ sub import {
     return unless $opt{port};
     clean_env();
     $ENV{TEST_NGINX_PORT} = $opt{port};
-    $ENV{TEST_NGINX_SERVROOT} = "$SelfTestDir/servroot_$opt{port}";
+    # t/servroot_<port>: ignored by git like t/servroot, and per port so
+    # that the self-tests can run in parallel (prove -j).
+    $ENV{TEST_NGINX_SERVROOT} = abs_path("$SelfTestDir/..")
+                                . "/servroot_$opt{port}";
     if (!-x $NginxBinary || !-f $EchoModule) {
         print "1..0 # SKIP needs $NginxBinary and $EchoModule "
               . "(Debian nginx, libnginx-mod-http-echo)\n";
@@ -48,11 +51,12 @@ sub import {
     }
 }
 
-# Runs the suite text $code (what follows "use Test::Nginx::Socket ...")
-# with the fallback runner on $port.  Returns a hash: status (exit code),
-# out, err, tap (list of {ok, desc, todo, skip}), bailed (bail-out reason),
-# secs (wall clock), dir (its temporary directory, removed at exit).  With prove => 1 it runs through prove instead and only
-# status/out/err are meaningful.
+# Writes the text of a .t file (code => ...) to a temporary t/inner.t and
+# runs it with the fallback runner (port => N, extra env => {...}).
+# Returns a hash: status (exit code), out, err, tap (list of {ok, desc,
+# todo, skip}), bailed (bail-out reason), secs (wall clock), dir (the
+# temporary directory, removed at exit).  With prove => 1 it runs through
+# prove instead and only status/out/err are meaningful.
 sub run_inner (%) {
     my (%a) = @_;
     my $dir = tempdir('tn-selftest-XXXXXX', TMPDIR => 1, CLEANUP => 1);

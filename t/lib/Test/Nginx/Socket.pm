@@ -60,8 +60,9 @@ sub add_response_body_check ($) { push @ResponseBodyChecks, shift }
 
 sub tb () { return Test::More->builder }
 
-# A failure outside the planned checks (transport or protocol error): the
-# test count no longer matches the plan, so silence that extra complaint.
+# A failure outside the planned checks (transport or protocol error).  As
+# upstream does, Test::Builder's end-of-run checks (plan count, exit status)
+# are switched off; prove still reports the "not ok".
 sub unplanned_fail ($) {
     my $msg = shift;
     tb()->no_ending(1);
@@ -949,3 +950,88 @@ sub run_test_helper ($$$) {
 }
 
 1;
+
+__END__
+
+=head1 NAME
+
+Test::Nginx::Socket - the project's fallback for openresty's Test::Nginx
+
+=head1 SYNOPSIS
+
+    use Test::Nginx::Socket;            # prove -I t/lib when not installed
+
+    repeat_each(2);
+    plan tests => repeat_each() * 2 * blocks();
+    run_tests();
+
+    __DATA__
+
+    === TEST 1: hello
+    --- config
+    location = /t { return 200 "hello\n"; }
+    --- request
+    GET /t
+    --- response_body
+    hello
+
+=head1 DESCRIPTION
+
+A subset of upstream Test::Nginx::Socket 0.33 with the same semantics, test
+counts, test names, generated nginx.conf (line for line) and exports.  Use
+it through C<prove -I t/lib> only when C<perl -MTest::Nginx::Socket -e1>
+fails.  Self-tests: C<prove -I t/lib -r t/selftest>.
+
+=head2 Functions
+
+plan, blocks, is, like, ok, is_deeply, ... (Test::Base), run_tests,
+repeat_each, no_shuffle, no_long_string, log_level, master_on, master_off,
+master_process_enabled, workers, worker_connections, add_block_preprocessor,
+add_cleanup_handler, add_test_cleanup_handler, add_response_body_check,
+no_root_location, env_to_nginx, config_preamble, server_name, server_addr,
+server_port, server_port_for_client, html_dir, server_root, timeout,
+check_accum_error_log, no_nginx_manager, bail_out, is_str; use_hup is a
+no-op.  As upstream, C<$ServerPort> and friends are not exported (use
+server_port() or C<$ENV{TEST_NGINX_SERVER_PORT}>).
+
+=head2 Sections
+
+main_config, post_main_config, http_config, config, server_name,
+error_log_file, user_files, init, post_setup_server_root; request (string,
+eval array of requests, arrays of packets with delay_before), request_eval,
+pipelined_requests, raw_request (+ raw_request_middle_delay), more_headers
+(string or array), shutdown, timeout, abort, wait, server_addr_for_client,
+ignore_response, http09; error_code, error_code_like, response_headers
+(C<!Name> for absence), response_headers_like, raw_response_headers_like,
+raw_response_headers_unlike, response_body, response_body_eval,
+response_body_like, response_body_unlike, response_body_filters,
+response_body_json_sort, charset, write_resp_body_file; error_log,
+no_error_log, grep_error_log, grep_error_log_out, access_log,
+no_access_log, shutdown_error_log, no_shutdown_error_log, log_level;
+must_die, suppress_stderr; skip_nginx, skip_nginx2, skip_eval, todo;
+ONLY, SKIP, LAST (Test::Base).  A block using http2, http3, curl, stap*,
+tcp_*, udp_*, skip_openssl, skip_slave, todo_nginx or reload_fails bails
+out.
+
+=head2 Environment
+
+TEST_NGINX_BINARY, TEST_NGINX_PORT, TEST_NGINX_SERVER_PORT,
+TEST_NGINX_CLIENT_PORT, TEST_NGINX_SERVROOT, TEST_NGINX_LOAD_MODULES,
+TEST_NGINX_NO_SHUFFLE, TEST_NGINX_TIMEOUT, TEST_NGINX_SLEEP,
+TEST_NGINX_LOG_LEVEL, TEST_NGINX_MASTER_PROCESS, TEST_NGINX_EVENT_TYPE,
+TEST_NGINX_WORKER_USER, TEST_NGINX_CHECK_ACCUM_ERR_LOG,
+TEST_NGINX_NO_NGINX_MANAGER, TEST_NGINX_FAST_SHUTDOWN, TEST_NGINX_NO_CLEAN,
+TEST_NGINX_VERBOSE.  C<$TEST_NGINX_*> in config sections, user_files,
+pipelined_requests, expected bodies and grep_error_log_out is replaced from
+%ENV (TEST_NGINX_RAND_PORT_N: a free port).
+
+=head2 Things to know (all as upstream)
+
+The client timeout bounds each wait for I/O, not the whole exchange.  A
+chunked (HTTP/1.1) body cut short by C<--- abort> fails with "no last chunk
+found": to check the part of a stream received before a timeout, send an
+HTTP/1.0 request.  Each error log check sees only what was logged since the
+previous one: per repetition, and after each request of a multi-request
+block.  A block without C<--- config> reuses the previous block's nginx.
+
+=cut

@@ -18,7 +18,6 @@ use warnings;
 use base 'Exporter';
 
 use Carp qw(croak);
-use Cwd ();
 use File::Path qw(make_path remove_tree);
 use File::Spec ();
 use IO::Socket::INET ();
@@ -313,8 +312,10 @@ sub find_binary ($) {
     return undef;
 }
 
+our $NginxV;    # output of "nginx -V"
+
 sub get_nginx_version () {
-    my $out = `$NginxBinary -V 2>&1`;
+    my $out = $NginxV = `$NginxBinary -V 2>&1`;
     if (!defined $out || $? != 0) {
         bail_out("Failed to get the version of the Nginx in PATH: "
                  . ($out // ''));
@@ -331,7 +332,7 @@ sub get_nginx_version () {
 # Which *_temp_path directives this binary accepts ("nginx -V" flags).
 sub temp_path_directives ($) {
     my $http_config = shift;
-    my $flags = `$NginxBinary -V 2>&1` // '';
+    my $flags = $NginxV // '';
     my @dirs;
     push @dirs, 'client_body'
         unless $http_config =~ /\bclient_body_temp_path\b/;
@@ -577,14 +578,15 @@ sub error_log_tail () {
     return join '', @lines > 20 ? @lines[-20 .. -1] : @lines;
 }
 
-# Starts nginx for a block; retries only while the port is still held by a
-# previous instance, and bails out with nginx's own message otherwise.
+# Starts nginx for a block; retries (for up to 10 s) only while the port is
+# still held by a previous instance, and bails out with nginx's own message
+# otherwise.
 sub start_nginx ($) {
     my $block = shift;
     my $name = $block->name;
     my $args = nginx_args();
     my $cmd = join ' ', $NginxBinary, @$args;
-    my $waited = 0;
+    my $give_up = time + 10;
 
     while (1) {
         my $status = run_nginx_command($args,
@@ -600,14 +602,16 @@ sub start_nginx ($) {
         }
         my $log = error_log_tail();
         if ($status != -1 && $log =~ /Address already in use/
-            && $waited < 10)
+            && time < $give_up)
         {
-            sleep 1;
-            $waited++;
+            sleep 0.5;
             next;
         }
+        # The reason must fit on the "Bail out!" line: nginx's own errors.
+        my $why = join '; ', map { s/^.*?\[(emerg|alert)\] \d+#\d+: /[$1] /r }
+                  grep { /\[(?:emerg|alert)\]/ } split /\n/, $log;
         bail_out("$name - Cannot start nginx using command \"$cmd\" "
-                 . "(status code $status).\n$log");
+                 . "(status code $status): $why");
     }
 }
 
