@@ -10,7 +10,7 @@ SHELL      := /bin/bash
 
 NGX_SRC    ?= /usr/share/nginx/src
 NGINX      ?= /usr/sbin/nginx
-B          := build
+B          ?= build
 NGX_TREE   := $(B)/nginx
 MODULE_SO  := $(B)/ngx_http_llm_module.so
 MOCK       := mock/llm-mock

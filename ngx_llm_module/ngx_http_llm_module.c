@@ -16,6 +16,8 @@
 
 static ngx_int_t ngx_http_llm_preconfiguration(ngx_conf_t *cf);
 static ngx_int_t ngx_http_llm_postconfiguration(ngx_conf_t *cf);
+static void *ngx_http_llm_create_main_conf(ngx_conf_t *cf);
+static char *ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf);
 static void *ngx_http_llm_create_loc_conf(ngx_conf_t *cf);
 static char *ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent,
     void *child);
@@ -109,8 +111,8 @@ static ngx_http_module_t  ngx_http_llm_module_ctx = {
     ngx_http_llm_preconfiguration,         /* preconfiguration */
     ngx_http_llm_postconfiguration,        /* postconfiguration */
 
-    NULL,                                  /* create main configuration */
-    NULL,                                  /* init main configuration */
+    ngx_http_llm_create_main_conf,         /* create main configuration */
+    ngx_http_llm_init_main_conf,           /* init main configuration */
 
     NULL,                                  /* create server configuration */
     NULL,                                  /* merge server configuration */
@@ -173,6 +175,27 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
     *h = ngx_http_llm_usage_log_handler;
 
     return ngx_http_llm_sse_init_filters(cf);
+}
+
+
+static void *
+ngx_http_llm_create_main_conf(ngx_conf_t *cf)
+{
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    lmcf = ngx_pcalloc(cf->pool, sizeof(ngx_http_llm_main_conf_t));
+    if (lmcf == NULL) {
+        return NULL;
+    }
+
+    return lmcf;
+}
+
+
+static char *
+ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
+{
+    return NGX_CONF_OK;
 }
 
 

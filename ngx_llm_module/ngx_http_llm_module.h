@@ -39,6 +39,12 @@
 #define NGX_HTTP_LLM_BYTES_PER_TOKEN    4
 
 
+/* http{} level: shared memory zones and node-wide state of the features */
+typedef struct {
+    ngx_uint_t                  dummy;      /* features add their fields */
+} ngx_http_llm_main_conf_t;
+
+
 typedef struct {
     ngx_flag_t                  enable;
     ngx_uint_t                  api;            /* NGX_HTTP_LLM_API_* */
