@@ -18,6 +18,13 @@
 #include <sys/types.h>
 
 
+/*
+ * OpenAI meaning for both APIs: prompt_tokens is the whole prompt, for
+ * Anthropic input_tokens + cache_read_input_tokens +
+ * cache_creation_input_tokens (its input_tokens is only the uncached
+ * part); the uncached part is prompt - cached - cache_write.
+ */
+
 typedef struct {
     int64_t                     prompt_tokens;      /* -1 when unknown */
     int64_t                     completion_tokens;
@@ -39,7 +46,8 @@ typedef struct {
     unsigned                    error:1;        /* error event / object */
     unsigned                    finish:1;       /* finish/stop reason seen */
 
-    size_t                      content_bytes;  /* output text bytes */
+    size_t                      content_bytes;  /* output text bytes,
+                                                   unescaped */
     ngx_http_llm_usage_t        u;              /* -1 fields not present */
 } ngx_http_llm_event_info_t;
 

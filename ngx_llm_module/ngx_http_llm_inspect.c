@@ -362,7 +362,7 @@ value:
     switch (c) {
 
     case '"':
-        q = ngx_http_llm_json_string_hash(p + 1, end, &sh, &err);
+        q = ngx_http_llm_json_hash_string(p + 1, end, &sh, &err);
 
         if (q == NULL) {
             goto json_error;
@@ -482,7 +482,7 @@ key:
         goto json_error;
     }
 
-    q = ngx_http_llm_json_string_hash(p + 1, end, &sh, &err);
+    q = ngx_http_llm_json_hash_string(p + 1, end, &sh, &err);
 
     if (q == NULL) {
         goto json_error;
@@ -592,7 +592,8 @@ next:
     }
 
     if (*p != (f->type == '{' ? '}' : ']')) {
-        err.msg = (f->type == '{') ? "expected ',' or '}'" : "expected ',' or ']'";
+        err.msg = (f->type == '{') ? "expected ',' or '}'"
+                                   : "expected ',' or ']'";
         err.pos = p;
         goto json_error;
     }
@@ -881,9 +882,13 @@ ngx_http_llm_inspect_member(ngx_http_llm_inspect_t *s,
     ngx_http_llm_json_str_t  str;
 
     str.data = v->start + 1;
-    str.len = (v->type == NGX_HTTP_LLM_JSON_STRING)
-              ? (size_t) (v->end - v->start - 2) : 0;
-    str.escaped = v->escaped;
+    str.len = 0;
+    str.escaped = 0;
+
+    if (v->type == NGX_HTTP_LLM_JSON_STRING) {
+        str.len = v->end - v->start - 2;
+        str.escaped = v->escaped;
+    }
 
     switch (f->ctx) {
 

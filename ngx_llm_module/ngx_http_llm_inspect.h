@@ -79,8 +79,8 @@ typedef struct {
     /*
      * canonical hash of the output-relevant fields (128 bits): object key
      * order, whitespace, string escapes and number spelling do not change
-     * it; stream, stream_options, user, metadata and request ids do not
-     * enter it
+     * it; stream, stream_options, user, metadata, request ids and the
+     * other fields listed in ngx_http_llm_inspect.c do not enter it
      */
     uint64_t                    hash[2];
 

@@ -140,171 +140,71 @@ ngx_http_llm_json_utf8(const u_char *p, const u_char *end)
 }
 
 
-const u_char *
-ngx_http_llm_json_string(const u_char *p, const u_char *end,
-    unsigned *escaped, ngx_http_llm_json_error_t *err)
-{
-    u_char    c;
-    size_t    n;
 #if defined(__SSE2__)
-    __m128i   quote, bslash, limit, v0, v1, v2, v3, m0, m1, m2, m3;
+
+/*
+ * The bytes of 16 that need attention in a string: '"', '\', and, with
+ * one signed compare, both the control characters and the bytes >= 0x80
+ * (negative as signed chars).
+ */
+
+static inline uint64_t
+ngx_http_llm_json_mask(__m128i v)
+{
+    return (uint64_t) _mm_movemask_epi8(
+               _mm_or_si128(
+                   _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+                   _mm_cmplt_epi8(v, _mm_set1_epi8(0x20))));
+}
+
+#endif
+
+
+/* the first byte from p on that needs attention, or end */
+
+static inline const u_char *
+ngx_http_llm_json_special(const u_char *p, const u_char *end)
+{
+#if defined(__SSE2__)
     uint64_t  mask;
 
-    quote = _mm_set1_epi8('"');
-    bslash = _mm_set1_epi8('\\');
-    limit = _mm_set1_epi8(0x20);
-#endif
+    while (end - p >= 64) {
+        mask = ngx_http_llm_json_mask(_mm_loadu_si128((const __m128i *) p))
+               | ngx_http_llm_json_mask(
+                     _mm_loadu_si128((const __m128i *) (p + 16))) << 16
+               | ngx_http_llm_json_mask(
+                     _mm_loadu_si128((const __m128i *) (p + 32))) << 32
+               | ngx_http_llm_json_mask(
+                     _mm_loadu_si128((const __m128i *) (p + 48))) << 48;
 
-    for ( ;; ) {
-
-#if defined(__SSE2__)
-
-        /*
-         * a signed compare with 0x20 catches both the control characters
-         * and the bytes >= 0x80, which are negative
-         */
-
-        while (end - p >= 64) {
-            v0 = _mm_loadu_si128((const __m128i *) p);
-            v1 = _mm_loadu_si128((const __m128i *) (p + 16));
-            v2 = _mm_loadu_si128((const __m128i *) (p + 32));
-            v3 = _mm_loadu_si128((const __m128i *) (p + 48));
-
-            m0 = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v0, quote),
-                                            _mm_cmpeq_epi8(v0, bslash)),
-                              _mm_cmplt_epi8(v0, limit));
-            m1 = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v1, quote),
-                                            _mm_cmpeq_epi8(v1, bslash)),
-                              _mm_cmplt_epi8(v1, limit));
-            m2 = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v2, quote),
-                                            _mm_cmpeq_epi8(v2, bslash)),
-                              _mm_cmplt_epi8(v2, limit));
-            m3 = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v3, quote),
-                                            _mm_cmpeq_epi8(v3, bslash)),
-                              _mm_cmplt_epi8(v3, limit));
-
-            mask = (uint64_t) _mm_movemask_epi8(m0)
-                   | (uint64_t) _mm_movemask_epi8(m1) << 16
-                   | (uint64_t) _mm_movemask_epi8(m2) << 32
-                   | (uint64_t) _mm_movemask_epi8(m3) << 48;
-
-            if (mask) {
-                p += __builtin_ctzll(mask);
-                goto special;
-            }
-
-            p += 64;
+        if (mask) {
+            return p + __builtin_ctzll(mask);
         }
 
-        while (end - p >= 16) {
-            v0 = _mm_loadu_si128((const __m128i *) p);
-            m0 = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v0, quote),
-                                            _mm_cmpeq_epi8(v0, bslash)),
-                              _mm_cmplt_epi8(v0, limit));
-            mask = (uint64_t) _mm_movemask_epi8(m0);
-
-            if (mask) {
-                p += __builtin_ctzll(mask);
-                goto special;
-            }
-
-            p += 16;
-        }
-
-#endif
-
-        while (p < end && ngx_http_llm_json_plain[*p]) {
-            p++;
-        }
-
-        if (p == end) {
-            err->msg = "unterminated string";
-            err->pos = end;
-            return NULL;
-        }
-
-#if defined(__SSE2__)
-    special:
-#endif
-
-        c = *p;
-
-        if (c == '"') {
-            return p;
-        }
-
-        if (c == '\\') {
-            *escaped = 1;
-
-            if (end - p < 2) {
-                err->msg = "unterminated string";
-                err->pos = end;
-                return NULL;
-            }
-
-            switch (p[1]) {
-
-            case '"':
-            case '\\':
-            case '/':
-            case 'b':
-            case 'f':
-            case 'n':
-            case 'r':
-            case 't':
-                p += 2;
-                continue;
-
-            case 'u':
-                if (end - p < 6
-                    || (ngx_http_llm_json_hex[p[2]]
-                        | ngx_http_llm_json_hex[p[3]]
-                        | ngx_http_llm_json_hex[p[4]]
-                        | ngx_http_llm_json_hex[p[5]]) & 16)
-                {
-                    err->msg = "invalid \\u escape in string";
-                    err->pos = p;
-                    return NULL;
-                }
-
-                p += 6;
-                continue;
-
-            default:
-                err->msg = "invalid escape in string";
-                err->pos = p;
-                return NULL;
-            }
-        }
-
-        if (c < 0x20) {
-            err->msg = "unescaped control character in string";
-            err->pos = p;
-            return NULL;
-        }
-
-        /* c >= 0x80: a run of multi-byte sequences */
-
-        do {
-            n = ngx_http_llm_json_utf8(p, end);
-
-            if (n == 0) {
-                err->msg = "invalid UTF-8 in string";
-                err->pos = p;
-                return NULL;
-            }
-
-            p += n;
-
-        } while (p < end && *p >= 0x80);
+        p += 64;
     }
+
+    while (end - p >= 16) {
+        mask = ngx_http_llm_json_mask(_mm_loadu_si128((const __m128i *) p));
+
+        if (mask) {
+            return p + __builtin_ctzll(mask);
+        }
+
+        p += 16;
+    }
+#endif
+
+    while (p < end && ngx_http_llm_json_plain[*p]) {
+        p++;
+    }
+
+    return p;
 }
 
 
-/*
- * Escape and UTF-8 handling shared by the two string scanners: validates
- * the escape at p (a '\'), returns its length or 0.
- */
+/* validates the escape at p (a '\'): returns its length, or 0 */
 
 static inline size_t
 ngx_http_llm_json_escape_len(const u_char *p, const u_char *end)
@@ -342,17 +242,82 @@ ngx_http_llm_json_escape_len(const u_char *p, const u_char *end)
 }
 
 
+/* the error for a special byte that is not valid at p */
+
+static const u_char *
+ngx_http_llm_json_string_error(const u_char *p, const u_char *end,
+    ngx_http_llm_json_error_t *err)
+{
+    if (p == end || (*p == '\\' && end - p < 2)) {
+        err->msg = "unterminated string";
+        err->pos = end;
+
+    } else if (*p == '\\') {
+        err->msg = (p[1] == 'u') ? "invalid \\u escape in string"
+                                 : "invalid escape in string";
+        err->pos = p;
+
+    } else if (*p < 0x20) {
+        err->msg = "unescaped control character in string";
+        err->pos = p;
+
+    } else {
+        err->msg = "invalid UTF-8 in string";
+        err->pos = p;
+    }
+
+    return NULL;
+}
+
+
+const u_char *
+ngx_http_llm_json_scan_string(const u_char *p, const u_char *end,
+    unsigned *escaped, ngx_http_llm_json_error_t *err)
+{
+    size_t  n;
+
+    for ( ;; ) {
+        p = ngx_http_llm_json_special(p, end);
+
+        if (p == end) {
+            return ngx_http_llm_json_string_error(p, end, err);
+        }
+
+        if (*p == '"') {
+            return p;
+        }
+
+        if (*p == '\\') {
+            n = ngx_http_llm_json_escape_len(p, end);
+            *escaped = 1;
+
+        } else if (*p >= 0x80) {
+            n = ngx_http_llm_json_utf8(p, end);
+
+        } else {
+            n = 0;
+        }
+
+        if (n == 0) {
+            return ngx_http_llm_json_string_error(p, end, err);
+        }
+
+        p += n;
+    }
+}
+
+
 /*
  * The inspector's string pass: validates the string body at p (after the
- * opening quote) like ngx_http_llm_json_string() and computes its
+ * opening quote) like ngx_http_llm_json_scan_string() and computes its
  * canonical hash and unescaped length in the same pass. A string without
  * escapes is hashed in place; from the first escape on, the unescaped
- * bytes are copied 16 at a time into a stack buffer that is hashed (and
- * streamed into an XXH3 state when it fills up).
+ * bytes are copied 64 or 16 at a time into a stack buffer that is hashed
+ * (and streamed into an XXH3 state when it fills up).
  */
 
 const u_char *
-ngx_http_llm_json_string_hash(const u_char *p, const u_char *end,
+ngx_http_llm_json_hash_string(const u_char *p, const u_char *end,
     ngx_http_llm_json_shash_t *r, ngx_http_llm_json_error_t *err)
 {
     u_char          c, *o, *oend, buf[NGX_HTTP_LLM_JSON_BUF];
@@ -362,112 +327,43 @@ ngx_http_llm_json_string_hash(const u_char *p, const u_char *end,
     const u_char   *start;
     XXH3_state_t    st;
 #if defined(__SSE2__)
-    __m128i         quote, bslash, limit, v0, v1, v2, v3, m0, m1, m2, m3;
+    __m128i         v0, v1, v2, v3;
     uint64_t        mask;
-
-    quote = _mm_set1_epi8('"');
-    bslash = _mm_set1_epi8('\\');
-    limit = _mm_set1_epi8(0x20);
 #endif
 
     start = p;
-    r->escaped = 0;
 
-    /* phase 1: no escape seen, nothing copied */
+    /* no escape seen: nothing is copied */
 
     for ( ;; ) {
-
-#if defined(__SSE2__)
-        while (end - p >= 64) {
-            v0 = _mm_loadu_si128((const __m128i *) p);
-            v1 = _mm_loadu_si128((const __m128i *) (p + 16));
-            v2 = _mm_loadu_si128((const __m128i *) (p + 32));
-            v3 = _mm_loadu_si128((const __m128i *) (p + 48));
-
-            m0 = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v0, quote),
-                                            _mm_cmpeq_epi8(v0, bslash)),
-                              _mm_cmplt_epi8(v0, limit));
-            m1 = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v1, quote),
-                                            _mm_cmpeq_epi8(v1, bslash)),
-                              _mm_cmplt_epi8(v1, limit));
-            m2 = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v2, quote),
-                                            _mm_cmpeq_epi8(v2, bslash)),
-                              _mm_cmplt_epi8(v2, limit));
-            m3 = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v3, quote),
-                                            _mm_cmpeq_epi8(v3, bslash)),
-                              _mm_cmplt_epi8(v3, limit));
-
-            mask = (uint64_t) _mm_movemask_epi8(m0)
-                   | (uint64_t) _mm_movemask_epi8(m1) << 16
-                   | (uint64_t) _mm_movemask_epi8(m2) << 32
-                   | (uint64_t) _mm_movemask_epi8(m3) << 48;
-
-            if (mask) {
-                p += __builtin_ctzll(mask);
-                goto special1;
-            }
-
-            p += 64;
-        }
-
-        while (end - p >= 16) {
-            v0 = _mm_loadu_si128((const __m128i *) p);
-            m0 = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v0, quote),
-                                            _mm_cmpeq_epi8(v0, bslash)),
-                              _mm_cmplt_epi8(v0, limit));
-            mask = (uint64_t) _mm_movemask_epi8(m0);
-
-            if (mask) {
-                p += __builtin_ctzll(mask);
-                goto special1;
-            }
-
-            p += 16;
-        }
-#endif
-
-        while (p < end && ngx_http_llm_json_plain[*p]) {
-            p++;
-        }
+        p = ngx_http_llm_json_special(p, end);
 
         if (p == end) {
-            goto unterminated;
+            return ngx_http_llm_json_string_error(p, end, err);
         }
 
-#if defined(__SSE2__)
-    special1:
-#endif
-
-        c = *p;
-
-        if (c == '"') {
+        if (*p == '"') {
+            r->escaped = 0;
             r->ulen = p - start;
             r->hash = XXH3_128bits_withSeed(start, p - start,
                                             NGX_HTTP_LLM_JSON_SEED_STRING);
             return p;
         }
 
-        if (c == '\\') {
+        if (*p == '\\') {
             break;
         }
 
-        if (c < 0x20) {
-            goto control;
+        n = (*p >= 0x80) ? ngx_http_llm_json_utf8(p, end) : 0;
+
+        if (n == 0) {
+            return ngx_http_llm_json_string_error(p, end, err);
         }
 
-        do {
-            n = ngx_http_llm_json_utf8(p, end);
-
-            if (n == 0) {
-                goto utf8;
-            }
-
-            p += n;
-
-        } while (p < end && *p >= 0x80);
+        p += n;
     }
 
-    /* phase 2: copy the unescaped bytes from the first escape on */
+    /* from the first escape on, copy the unescaped bytes */
 
     r->escaped = 1;
     r->ulen = 0;
@@ -495,77 +391,79 @@ ngx_http_llm_json_string_hash(const u_char *p, const u_char *end,
 
         c = *p;
 
+        if (c == '"') {
+            break;
+        }
+
         if (c == '\\') {
             n = ngx_http_llm_json_escape_len(p, end);
 
-            if (n == 0) {
-                goto escape;
+        } else if (c >= 0x80) {
+            n = ngx_http_llm_json_utf8(p, end);
+
+        } else {
+            n = 0;
+        }
+
+        if (n == 0) {
+            return ngx_http_llm_json_string_error(p, end, err);
+        }
+
+        if (c != '\\') {
+            /* a UTF-8 sequence; buf has room for 4 bytes */
+
+            if (end - p >= 4) {
+                memcpy(o, p, 4);
+
+            } else {
+                memcpy(o, p, n);
             }
 
-            switch (p[1]) {
+            o += n;
 
+        } else if (p[1] != 'u') {
+            switch (p[1]) {
             case 'b':
                 *o++ = '\b';
                 break;
-
             case 'f':
                 *o++ = '\f';
                 break;
-
             case 'n':
                 *o++ = '\n';
                 break;
-
             case 'r':
                 *o++ = '\r';
                 break;
-
             case 't':
                 *o++ = '\t';
                 break;
-
-            case 'u':
-                cp = ngx_http_llm_json_hex4(p + 2);
-
-                if (cp >= 0xd800 && cp <= 0xdbff
-                    && end - p >= 12 && p[6] == '\\' && p[7] == 'u'
-                    && ngx_http_llm_json_escape_len(p + 6, end) == 6)
-                {
-                    lo = ngx_http_llm_json_hex4(p + 8);
-
-                    if (lo >= 0xdc00 && lo <= 0xdfff) {
-                        cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                        n = 12;
-                    }
-                }
-
-                o += ngx_http_llm_json_encode(cp, o);
-                break;
-
             default:
                 *o++ = p[1];
                 break;
             }
 
-            p += n;
+        } else {
+            cp = ngx_http_llm_json_hex4(p + 2);
 
-        } else if (c == '"') {
-            break;
+            /* a pair: two \u escapes back to back */
 
-        } else if (c < 0x20) {
-            goto control;
+            if (cp >= 0xd800 && cp <= 0xdbff
+                && end - p >= 12 && p[6] == '\\' && p[7] == 'u'
+                && ngx_http_llm_json_escape_len(p + 6, end) == 6)
+            {
+                lo = ngx_http_llm_json_hex4(p + 8);
 
-        } else if (c >= 0x80) {
-            n = ngx_http_llm_json_utf8(p, end);
-
-            if (n == 0) {
-                goto utf8;
+                if (lo >= 0xdc00 && lo <= 0xdfff) {
+                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
+                    n = 12;
+                }
             }
 
-            memcpy(o, p, n);
-            o += n;
-            p += n;
+            o += ngx_http_llm_json_encode(cp, o);
         }
+
+        p += n;
 
         /* plain bytes up to the next special one */
 
@@ -595,23 +493,10 @@ ngx_http_llm_json_string_hash(const u_char *p, const u_char *end,
                 _mm_storeu_si128((__m128i *) (o + 32), v2);
                 _mm_storeu_si128((__m128i *) (o + 48), v3);
 
-                m0 = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v0, quote),
-                                                _mm_cmpeq_epi8(v0, bslash)),
-                                  _mm_cmplt_epi8(v0, limit));
-                m1 = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v1, quote),
-                                                _mm_cmpeq_epi8(v1, bslash)),
-                                  _mm_cmplt_epi8(v1, limit));
-                m2 = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v2, quote),
-                                                _mm_cmpeq_epi8(v2, bslash)),
-                                  _mm_cmplt_epi8(v2, limit));
-                m3 = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v3, quote),
-                                                _mm_cmpeq_epi8(v3, bslash)),
-                                  _mm_cmplt_epi8(v3, limit));
-
-                mask = (uint64_t) _mm_movemask_epi8(m0)
-                       | (uint64_t) _mm_movemask_epi8(m1) << 16
-                       | (uint64_t) _mm_movemask_epi8(m2) << 32
-                       | (uint64_t) _mm_movemask_epi8(m3) << 48;
+                mask = ngx_http_llm_json_mask(v0)
+                       | ngx_http_llm_json_mask(v1) << 16
+                       | ngx_http_llm_json_mask(v2) << 32
+                       | ngx_http_llm_json_mask(v3) << 48;
 
                 if (mask == 0) {
                     p += 64;
@@ -628,10 +513,7 @@ ngx_http_llm_json_string_hash(const u_char *p, const u_char *end,
             if (end - p >= 16) {
                 v0 = _mm_loadu_si128((const __m128i *) p);
                 _mm_storeu_si128((__m128i *) o, v0);
-                m0 = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v0, quote),
-                                                _mm_cmpeq_epi8(v0, bslash)),
-                                  _mm_cmplt_epi8(v0, limit));
-                mask = (uint64_t) _mm_movemask_epi8(m0);
+                mask = ngx_http_llm_json_mask(v0);
 
                 if (mask == 0) {
                     p += 16;
@@ -647,7 +529,7 @@ ngx_http_llm_json_string_hash(const u_char *p, const u_char *end,
 #endif
 
             if (p == end) {
-                goto unterminated;
+                return ngx_http_llm_json_string_error(p, end, err);
             }
 
             if (!ngx_http_llm_json_plain[*p]) {
@@ -672,32 +554,6 @@ ngx_http_llm_json_string_hash(const u_char *p, const u_char *end,
     }
 
     return p;
-
-unterminated:
-
-    err->msg = "unterminated string";
-    err->pos = end;
-    return NULL;
-
-control:
-
-    err->msg = "unescaped control character in string";
-    err->pos = p;
-    return NULL;
-
-escape:
-
-    err->msg = (end - p >= 2 && p[1] == 'u') ? "invalid \\u escape in string"
-               : (end - p < 2) ? "unterminated string"
-               : "invalid escape in string";
-    err->pos = (end - p < 2) ? end : p;
-    return NULL;
-
-utf8:
-
-    err->msg = "invalid UTF-8 in string";
-    err->pos = p;
-    return NULL;
 }
 
 
@@ -1353,7 +1209,7 @@ value:
 
     case '"':
         escaped = 0;
-        p = ngx_http_llm_json_string(p + 1, end, &escaped, err);
+        p = ngx_http_llm_json_scan_string(p + 1, end, &escaped, err);
 
         if (p == NULL) {
             return NULL;
@@ -1400,7 +1256,7 @@ key:
     }
 
     escaped = 0;
-    p = ngx_http_llm_json_string(p + 1, end, &escaped, err);
+    p = ngx_http_llm_json_scan_string(p + 1, end, &escaped, err);
 
     if (p == NULL) {
         return NULL;
@@ -1618,7 +1474,7 @@ ngx_http_llm_json_next(ngx_http_llm_json_cur_t *cur, unsigned *first,
     }
 
     key->escaped = 0;
-    q = ngx_http_llm_json_string(p + 1, cur->end, &key->escaped, &err);
+    q = ngx_http_llm_json_scan_string(p + 1, cur->end, &key->escaped, &err);
 
     if (q == NULL) {
         return ngx_http_llm_json_fail(cur);
@@ -1681,7 +1537,7 @@ ngx_http_llm_json_get_string(ngx_http_llm_json_cur_t *cur,
     }
 
     s->escaped = 0;
-    q = ngx_http_llm_json_string(cur->p + 1, cur->end, &s->escaped, &err);
+    q = ngx_http_llm_json_scan_string(cur->p + 1, cur->end, &s->escaped, &err);
 
     if (q == NULL) {
         return ngx_http_llm_json_fail(cur);

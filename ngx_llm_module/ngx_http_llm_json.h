@@ -87,7 +87,7 @@ typedef struct {
 } ngx_http_llm_json_num_t;
 
 
-/* a string's canonical hash, from ngx_http_llm_json_string_hash() */
+/* a string's canonical hash, from ngx_http_llm_json_hash_string() */
 typedef struct {
     XXH128_hash_t               hash;
     size_t                      ulen;       /* unescaped length */
@@ -112,20 +112,20 @@ typedef struct {
  * surrogates encoded in UTF-8, code points above U+10FFFF). Escaped
  * surrogates (\ud800) are accepted, paired or not.
  */
-const u_char *ngx_http_llm_json_string(const u_char *p, const u_char *end,
+const u_char *ngx_http_llm_json_scan_string(const u_char *p, const u_char *end,
     unsigned *escaped, ngx_http_llm_json_error_t *err);
 
 /*
- * Scans and validates a string body like ngx_http_llm_json_string() and
+ * Scans and validates a string body like ngx_http_llm_json_scan_string() and
  * computes in the same pass its canonical hash (that of
  * ngx_http_llm_json_str_hash()) and unescaped length.
  */
-const u_char *ngx_http_llm_json_string_hash(const u_char *p,
+const u_char *ngx_http_llm_json_hash_string(const u_char *p,
     const u_char *end, ngx_http_llm_json_shash_t *r,
     ngx_http_llm_json_error_t *err);
 
 /*
- * Decodes a string body that ngx_http_llm_json_string() accepted, from *pp
+ * Decodes a string body that ngx_http_llm_json_scan_string() accepted, from *pp
  * up to end, into out (cap >= 4); returns the bytes written and advances
  * *pp. Call again while *pp < end. \u escapes become UTF-8, a surrogate
  * pair one 4-byte sequence, an unpaired surrogate its 3-byte form.

@@ -252,7 +252,7 @@ test_str(void **state)
 
     a = ngx_http_llm_json_str_hash(&s, NULL);
 
-    q = ngx_http_llm_json_string_hash((const u_char *) "\\u0073ystem\"",
+    q = ngx_http_llm_json_hash_string((const u_char *) "\\u0073ystem\"",
                                       (const u_char *) "\\u0073ystem\"" + 12,
                                       &sh, &err);
     assert_non_null(q);
@@ -307,8 +307,8 @@ test_string_hash_agrees(void **state)
         b[len] = '"';
 
         escaped = 0;
-        q1 = ngx_http_llm_json_string(b, b + len + 1, &escaped, &err);
-        q2 = ngx_http_llm_json_string_hash(b, b + len + 1, &sh, &err);
+        q1 = ngx_http_llm_json_scan_string(b, b + len + 1, &escaped, &err);
+        q2 = ngx_http_llm_json_hash_string(b, b + len + 1, &sh, &err);
 
         assert_non_null(q1);
         assert_ptr_equal(q1, b + len);
@@ -325,8 +325,8 @@ test_string_hash_agrees(void **state)
 
         /* without the closing quote both fail at the end */
 
-        assert_null(ngx_http_llm_json_string(b, b + len, &escaped, &err));
-        assert_null(ngx_http_llm_json_string_hash(b, b + len, &sh, &err));
+        assert_null(ngx_http_llm_json_scan_string(b, b + len, &escaped, &err));
+        assert_null(ngx_http_llm_json_hash_string(b, b + len, &sh, &err));
     }
 
     free(b);
