@@ -111,6 +111,7 @@ test: deps
 	$(MAKE) test-nginx
 
 -include ngx_llm_module/tests/unit.mk
+-include fuzz/fuzz.mk asan.mk bench/limit.mk bench/cache.mk
 
 test-mock: mock
 	$(MAKE) -s -C mock test
@@ -146,7 +147,8 @@ bench: deps-bench
 # -- style --------------------------------------------------------------------
 
 lint:
-	@bash .ci/lint ngx_llm_module/*.c ngx_llm_module/*.h mock/*.c
+	@bash .ci/lint ngx_llm_module/*.c ngx_llm_module/*.h \
+	    ngx_llm_module/tests/*.c ngx_llm_module/tests/*.h mock/*.c bench/*.c fuzz/*.c
 
 clean:
 	rm -rf $(B)

@@ -6,7 +6,7 @@ set -euo pipefail
 
 root=$1 nginx=$2
 dir=$root/build/bench/proxy
-mock_port=18090 plain_port=18091 llm_port=18092
+mock_port=18090 plain_port=18091 llm_port=18092 sse_port=18093
 rounds=${BENCH_ROUNDS:-3} secs=${BENCH_SECONDS:-5} conns=${BENCH_CONNS:-32}
 
 mkdir -p "$dir/conf" "$dir/logs"
@@ -44,6 +44,16 @@ http {
         }
     }
     server {
+        # plain nginx set up for SSE the usual way
+        listen 127.0.0.1:$sse_port;
+        location /v1/ {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_buffering off;
+        }
+    }
+    server {
         listen 127.0.0.1:$llm_port;
         location /v1/ {
             llm_gateway on;
@@ -61,6 +71,7 @@ done
 
 printf '%s' '{"model":"mock","max_tokens":16,"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write a haiku about NGINX."}]}' > "$dir/small.json"
 printf '%s' '{"model":"mock","stream":true,"max_tokens":16,"messages":[{"role":"user","content":"Write a haiku about NGINX."}]}' > "$dir/stream.json"
+printf '%s' '{"model":"mock","stream":true,"stream_options":{"include_usage":true},"max_tokens":16,"messages":[{"role":"user","content":"Write a haiku about NGINX."}]}' > "$dir/usage.json"
 
 # run PORT BODY -> "rps p99_ms"
 run() {
@@ -84,11 +95,14 @@ to_ms() {
 }
 
 echo "bench: plain proxy_pass (A) vs gateway (B), mock LLM upstream," \
-     "$rounds rounds x ${secs}s alternating, $conns connections, 1 worker"
-for kind in small stream; do
+     "$rounds rounds x ${secs}s alternating, $conns connections, 1 worker;" \
+     "for streams A has proxy_buffering off, as SSE needs"
+for kind in small stream usage; do
     a_sum=0 b_sum=0 a_p99=0 b_p99=0
+    a_port=$plain_port
+    [ "$kind" = small ] || a_port=$sse_port
     for i in $(seq "$rounds"); do
-        read -r ar ap <<<"$(run $plain_port "$dir/$kind.json")"
+        read -r ar ap <<<"$(run $a_port "$dir/$kind.json")"
         read -r br bp <<<"$(run $llm_port "$dir/$kind.json")"
         printf '  %-6s round %d: A %9.0f req/s p99 %7s ms | B %9.0f req/s p99 %7s ms\n' \
             "$kind" "$i" "$ar" "$ap" "$br" "$bp"
@@ -100,6 +114,6 @@ for kind in small stream; do
     awk -v k="$kind" -v a="$a_sum" -v b="$b_sum" -v ap="$a_p99" -v bp="$b_p99" \
         -v n="$rounds" 'BEGIN {
         printf "%-6s %s: gateway/plain throughput %.3f, p99 %.2f ms vs %.2f ms (x%.2f)\n",
-            k, (k == "stream" ? "streaming" : "non-streaming"), b / a,
+            k, (k == "small" ? "non-streaming" : (k == "stream" ? "streaming, usage chunk added and stripped" : "streaming, client asked usage")), b / a,
             bp / n, ap / n, (ap > 0 ? bp / ap : 0) }'
 done

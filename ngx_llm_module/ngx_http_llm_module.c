@@ -258,8 +258,8 @@ ngx_http_llm_max_json_depth(ngx_conf_t *cf, void *post, void *data)
 {
     ngx_uint_t  *np = data;
 
-    if (*np < 2 || *np > 1024) {
-        return "must be between 2 and 1024";
+    if (*np < 2 || *np > NGX_HTTP_LLM_INSPECT_MAX_DEPTH) {
+        return "must be between 2 and 128";
     }
 
     return NGX_CONF_OK;

@@ -102,7 +102,7 @@ qr/\[emerg\] .*"llm_max_body_size" directive must be at least 1k/
     }
 --- must_die
 --- error_log eval
-qr/\[emerg\] .*"llm_max_json_depth" directive must be between 2 and 1024/
+qr/\[emerg\] .*"llm_max_json_depth" directive must be between 2 and 128/
 
 
 
