@@ -29,7 +29,7 @@ BUILD_PKGS := gcc g++ make cmake pkg-config perl nginx nginx-dev \
 TEST_PKGS  := $(BUILD_PKGS) curl python3 redis-server \
               libnginx-mod-http-echo libtest-base-perl libtext-diff-perl \
               libtest-longstring-perl liblist-moreutils-perl libwww-perl \
-              libipc-run-perl libjson-pp-perl
+              libipc-run-perl libjson-pp-perl prometheus
 RUN_PKGS   := $(BUILD_PKGS) curl
 BENCH_PKGS := $(TEST_PKGS) wrk valgrind
 FUZZ_PKGS  := clang
@@ -44,7 +44,7 @@ export TEST_NGINX_BINARY ?= $(NGINX)
 export TEST_NGINX_LOAD_MODULES ?= $(ECHO_SO) $(CURDIR)/$(MODULE_SO)
 
 
-.PHONY: all module mock sidecar deps deps-run deps-bench test unit \
+.PHONY: all module mock sidecar deps deps-run deps-bench deps-fuzz test unit \
         test-mock test-sidecar test-nginx run stop bench lint fuzz clean
 
 all: module mock sidecar
@@ -73,6 +73,9 @@ deps-run:
 
 deps-bench:
 	$(call apt_install,$(BENCH_PKGS))
+
+deps-fuzz:
+	$(call apt_install,$(BUILD_PKGS) $(FUZZ_PKGS))
 
 # -- build ------------------------------------------------------------------
 
@@ -143,6 +146,8 @@ bench: deps-bench
 	$(MAKE) all inspect-bench
 	$(B)/bench/inspect_bench
 	bash bench/proxy.sh "$(CURDIR)" "$(NGINX)"
+
+fuzz: deps-fuzz
 
 # -- style --------------------------------------------------------------------
 

@@ -193,6 +193,19 @@ qr/llm-log api=chat stream=0 .* outcome=aborted/
 
 
 
+=== TEST 8b: the mock saw both hung-up requests cancelled (the upstream
+connection was closed, not left to run)
+--- config
+    location = /stats {
+        proxy_pass http://mock/stats;
+    }
+--- request
+GET /stats
+--- error_code: 200
+--- response_body_like: "cancelled_total":[2-9]
+
+
+
 === TEST 9: Anthropic stream: usage from message_start and message_delta,
 the stream is passed unchanged
 --- request
