@@ -572,9 +572,15 @@ ngx_http_llm_json_collect(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     for (cl = in; cl; cl = cl->next) {
         b = cl->buf;
 
-        if (!ctx->json_overflow) {
-            len = (size_t) ngx_buf_size(b);
+        len = (size_t) ngx_buf_size(b);
 
+        if (ctx->json_overflow) {
+            /* unread: the output is estimated from the answer's size */
+            if (ctx->api != NGX_HTTP_LLM_API_EMBEDDINGS) {
+                ctx->content_bytes += len;
+            }
+
+        } else {
             if (ctx->json == NULL) {
                 ctx->json = ngx_create_temp_buf(r->pool,
                                                 ngx_min(llcf->response_max_size,
@@ -589,6 +595,10 @@ ngx_http_llm_json_collect(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
             if ((size_t) (j->last - j->pos) + len > llcf->response_max_size)
             {
                 ctx->json_overflow = 1;
+
+                if (ctx->api != NGX_HTTP_LLM_API_EMBEDDINGS) {
+                    ctx->content_bytes += (size_t) (j->last - j->pos) + len;
+                }
 
                 ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
                               "llm response larger than "
@@ -631,6 +641,12 @@ ngx_http_llm_json_collect(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         ctx->end = ngx_current_msec;
 
         if (ctx->json_overflow || ctx->json == NULL) {
+
+            if (r->headers_out.status < NGX_HTTP_BAD_REQUEST) {
+                ctx->done = 1;
+                ctx->outcome = NGX_HTTP_LLM_OUTCOME_COMPLETE;
+            }
+
             continue;
         }
 
