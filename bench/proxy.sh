@@ -5,8 +5,13 @@
 set -euo pipefail
 
 root=$1 nginx=$2
-dir=$root/build/bench/proxy
-mock_port=18090 plain_port=18091 llm_port=18092 sse_port=18093
+# BENCH_PORT_BASE: 4 ports from it (default 18090); BENCH_MODULE: the .so
+# to measure; BENCH_DIR: where the config and logs go
+port=${BENCH_PORT_BASE:-18090}
+module=${BENCH_MODULE:-$root/build/ngx_http_llm_module.so}
+dir=${BENCH_DIR:-$root/build/bench/proxy}
+mock_port=$port plain_port=$((port + 1)) llm_port=$((port + 2))
+sse_port=$((port + 3))
 rounds=${BENCH_ROUNDS:-3} secs=${BENCH_SECONDS:-5} conns=${BENCH_CONNS:-32}
 
 mkdir -p "$dir/conf" "$dir/logs"
@@ -22,7 +27,7 @@ trap cleanup EXIT
 pids+=($!)
 
 cat > "$dir/conf/nginx.conf" <<EOC
-load_module $root/build/ngx_http_llm_module.so;
+load_module $module;
 worker_processes 1;
 error_log logs/error.log warn;
 pid logs/nginx.pid;

@@ -165,6 +165,14 @@ ngx_http_llm_body_read(ngx_http_request_t *r)
 
     rc = ngx_http_llm_body_process(r, ctx);
 
+    if (rc == NGX_DECLINED) {
+        rc = ngx_http_llm_limit_admit(r, ctx);
+    }
+
+    if (rc == NGX_DECLINED) {
+        rc = ngx_http_llm_cache_handler(r);
+    }
+
     if (rc != NGX_DECLINED) {
         /* the request was answered here, or failed */
         ctx->status = NGX_DONE;
@@ -370,7 +378,8 @@ ngx_http_llm_body_contiguous(ngx_http_request_t *r, u_char **data,
     }
 
     if (cl->next == NULL && !cl->buf->in_file) {
-        *data = cl->buf->pos;
+        /* an empty body may come as a buffer with no memory at all */
+        *data = cl->buf->pos ? cl->buf->pos : (u_char *) "";
         *len = cl->buf->last - cl->buf->pos;
         return NGX_OK;
     }
@@ -411,7 +420,11 @@ ngx_http_llm_body_contiguous(ngx_http_request_t *r, u_char **data,
             continue;
         }
 
-        p = ngx_cpymem(p, b->pos, b->last - b->pos);
+        /* chunked bodies end with an empty last_buf whose pos is NULL */
+
+        if (b->last != b->pos) {
+            p = ngx_cpymem(p, b->pos, b->last - b->pos);
+        }
     }
 
     *len = p - *data;
@@ -588,6 +601,7 @@ ngx_http_llm_key_hash(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     }
 
     h = XXH3_64bits(key.data, key.len);
+    ctx->key_id = h;
 
     p = ngx_pnalloc(r->pool, 16);
     if (p == NULL) {

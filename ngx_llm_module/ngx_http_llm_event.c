@@ -52,14 +52,91 @@
 #define NGX_HTTP_LLM_SSE_FIELD_EVENT  2
 
 
-#define ngx_http_llm_str_is(s, lit)                                           \
-    ngx_http_llm_json_str_eq(s, lit, sizeof(lit) - 1)
+/*
+ * The member names and string values the analysis looks at, found with
+ * one table look-up: the hash of (length, first byte, last byte) has no
+ * collision among them (a collision is a compile error, an overridden
+ * initializer).
+ */
+
+#define NGX_HTTP_LLM_WORD_OTHER                        0
+#define NGX_HTTP_LLM_WORD_ARGUMENTS                    1
+#define NGX_HTTP_LLM_WORD_CACHE_CREATION_INPUT_TOKENS  2
+#define NGX_HTTP_LLM_WORD_CACHE_READ_INPUT_TOKENS      3
+#define NGX_HTTP_LLM_WORD_CACHED_TOKENS                4
+#define NGX_HTTP_LLM_WORD_CHOICES                      5
+#define NGX_HTTP_LLM_WORD_COMPLETION_TOKENS            6
+#define NGX_HTTP_LLM_WORD_COMPLETION_TOKENS_DETAILS    7
+#define NGX_HTTP_LLM_WORD_CONTENT                      8
+#define NGX_HTTP_LLM_WORD_CONTENT_BLOCK                9
+#define NGX_HTTP_LLM_WORD_DELTA                        10
+#define NGX_HTTP_LLM_WORD_ERROR                        11
+#define NGX_HTTP_LLM_WORD_FINISH_REASON                12
+#define NGX_HTTP_LLM_WORD_FUNCTION                     13
+#define NGX_HTTP_LLM_WORD_FUNCTION_CALL                14
+#define NGX_HTTP_LLM_WORD_INPUT                        15
+#define NGX_HTTP_LLM_WORD_INPUT_TOKENS                 16
+#define NGX_HTTP_LLM_WORD_MESSAGE                      17
+#define NGX_HTTP_LLM_WORD_MESSAGE_STOP                 18
+#define NGX_HTTP_LLM_WORD_NAME                         19
+#define NGX_HTTP_LLM_WORD_OBJECT                       20
+#define NGX_HTTP_LLM_WORD_OUTPUT_TOKENS                21
+#define NGX_HTTP_LLM_WORD_PARTIAL_JSON                 22
+#define NGX_HTTP_LLM_WORD_PROMPT_TOKENS                23
+#define NGX_HTTP_LLM_WORD_PROMPT_TOKENS_DETAILS        24
+#define NGX_HTTP_LLM_WORD_REASONING                    25
+#define NGX_HTTP_LLM_WORD_REASONING_CONTENT            26
+#define NGX_HTTP_LLM_WORD_REASONING_TOKENS             27
+#define NGX_HTTP_LLM_WORD_REFUSAL                      28
+#define NGX_HTTP_LLM_WORD_SERVER_TOOL_USE              29
+#define NGX_HTTP_LLM_WORD_STOP_REASON                  30
+#define NGX_HTTP_LLM_WORD_TEXT                         31
+#define NGX_HTTP_LLM_WORD_THINKING                     32
+#define NGX_HTTP_LLM_WORD_TOOL_CALLS                   33
+#define NGX_HTTP_LLM_WORD_TOOL_USE                     34
+#define NGX_HTTP_LLM_WORD_TYPE                         35
+#define NGX_HTTP_LLM_WORD_USAGE                        36
+
+#define ngx_http_llm_word_hash(len, first, last)                              \
+    (((len) + 2 * (first) + 11 * (last)) & 127)
+
+#define NGX_HTTP_LLM_WORD_MAX_LEN  27
+
+
+typedef struct {
+    size_t                      len;
+    const char                 *name;
+} ngx_http_llm_word_t;
 
 
 static void ngx_http_llm_sse_field(ngx_http_llm_sse_t *sse);
 static void ngx_http_llm_sse_append(ngx_http_llm_sse_t *sse,
     const u_char *p, size_t n);
 static int ngx_http_llm_sse_dispatch(ngx_http_llm_sse_t *sse);
+
+static const u_char *ngx_http_llm_fast_event(const u_char *p,
+    const u_char *end, ngx_http_llm_event_info_t *info,
+    ngx_http_llm_json_str_t *type);
+static const u_char *ngx_http_llm_fast_choices(const u_char *p,
+    const u_char *end, ngx_http_llm_event_info_t *info);
+static const u_char *ngx_http_llm_fast_delta(const u_char *p,
+    const u_char *end, ngx_http_llm_event_info_t *info);
+static const u_char *ngx_http_llm_fast_block(const u_char *p,
+    const u_char *end, ngx_http_llm_event_info_t *info, unsigned depth);
+static const u_char *ngx_http_llm_fast_text(const u_char *p,
+    const u_char *end, ngx_http_llm_event_info_t *info, unsigned depth);
+static const u_char *ngx_http_llm_fast_finish(const u_char *p,
+    const u_char *end, ngx_http_llm_event_info_t *info, unsigned depth);
+static inline const u_char *ngx_http_llm_fast_string(const u_char *p,
+    const u_char *end, ngx_http_llm_json_str_t *s);
+static const u_char *ngx_http_llm_fast_skip(const u_char *p,
+    const u_char *end, unsigned depth);
+static inline const u_char *ngx_http_llm_fast_open(const u_char *p,
+    const u_char *end, u_char c);
+static inline const u_char *ngx_http_llm_fast_key(const u_char *p,
+    const u_char *end, unsigned *w);
+static inline const u_char *ngx_http_llm_fast_next(const u_char *p,
+    const u_char *end, u_char c);
 
 static int ngx_http_llm_event_object(ngx_http_llm_json_cur_t *cur,
     ngx_http_llm_event_info_t *info, ngx_http_llm_json_str_t *type,
@@ -83,8 +160,92 @@ static int ngx_http_llm_event_finish(ngx_http_llm_json_cur_t *cur,
 static int ngx_http_llm_event_usage(ngx_http_llm_json_cur_t *cur,
     ngx_http_llm_event_info_t *info);
 static int ngx_http_llm_event_details(ngx_http_llm_json_cur_t *cur,
-    const char *name, size_t len, int64_t *v);
+    unsigned word, int64_t *v);
 static void ngx_http_llm_event_reset(ngx_http_llm_event_info_t *info);
+static unsigned ngx_http_llm_word(const ngx_http_llm_json_str_t *s);
+static unsigned ngx_http_llm_word_escaped(const ngx_http_llm_json_str_t *s);
+static inline unsigned ngx_http_llm_word_find(const u_char *p, size_t len);
+
+
+static const u_char  ngx_http_llm_word_slot[128] = {
+    [ngx_http_llm_word_hash(9, 'a', 's')] = NGX_HTTP_LLM_WORD_ARGUMENTS,
+    [ngx_http_llm_word_hash(27, 'c', 's')] = NGX_HTTP_LLM_WORD_CACHE_CREATION_INPUT_TOKENS,
+    [ngx_http_llm_word_hash(23, 'c', 's')] = NGX_HTTP_LLM_WORD_CACHE_READ_INPUT_TOKENS,
+    [ngx_http_llm_word_hash(13, 'c', 's')] = NGX_HTTP_LLM_WORD_CACHED_TOKENS,
+    [ngx_http_llm_word_hash(7, 'c', 's')] = NGX_HTTP_LLM_WORD_CHOICES,
+    [ngx_http_llm_word_hash(17, 'c', 's')] = NGX_HTTP_LLM_WORD_COMPLETION_TOKENS,
+    [ngx_http_llm_word_hash(25, 'c', 's')] = NGX_HTTP_LLM_WORD_COMPLETION_TOKENS_DETAILS,
+    [ngx_http_llm_word_hash(7, 'c', 't')] = NGX_HTTP_LLM_WORD_CONTENT,
+    [ngx_http_llm_word_hash(13, 'c', 'k')] = NGX_HTTP_LLM_WORD_CONTENT_BLOCK,
+    [ngx_http_llm_word_hash(5, 'd', 'a')] = NGX_HTTP_LLM_WORD_DELTA,
+    [ngx_http_llm_word_hash(5, 'e', 'r')] = NGX_HTTP_LLM_WORD_ERROR,
+    [ngx_http_llm_word_hash(13, 'f', 'n')] = NGX_HTTP_LLM_WORD_FINISH_REASON,
+    [ngx_http_llm_word_hash(8, 'f', 'n')] = NGX_HTTP_LLM_WORD_FUNCTION,
+    [ngx_http_llm_word_hash(13, 'f', 'l')] = NGX_HTTP_LLM_WORD_FUNCTION_CALL,
+    [ngx_http_llm_word_hash(5, 'i', 't')] = NGX_HTTP_LLM_WORD_INPUT,
+    [ngx_http_llm_word_hash(12, 'i', 's')] = NGX_HTTP_LLM_WORD_INPUT_TOKENS,
+    [ngx_http_llm_word_hash(7, 'm', 'e')] = NGX_HTTP_LLM_WORD_MESSAGE,
+    [ngx_http_llm_word_hash(12, 'm', 'p')] = NGX_HTTP_LLM_WORD_MESSAGE_STOP,
+    [ngx_http_llm_word_hash(4, 'n', 'e')] = NGX_HTTP_LLM_WORD_NAME,
+    [ngx_http_llm_word_hash(6, 'o', 't')] = NGX_HTTP_LLM_WORD_OBJECT,
+    [ngx_http_llm_word_hash(13, 'o', 's')] = NGX_HTTP_LLM_WORD_OUTPUT_TOKENS,
+    [ngx_http_llm_word_hash(12, 'p', 'n')] = NGX_HTTP_LLM_WORD_PARTIAL_JSON,
+    [ngx_http_llm_word_hash(13, 'p', 's')] = NGX_HTTP_LLM_WORD_PROMPT_TOKENS,
+    [ngx_http_llm_word_hash(21, 'p', 's')] = NGX_HTTP_LLM_WORD_PROMPT_TOKENS_DETAILS,
+    [ngx_http_llm_word_hash(9, 'r', 'g')] = NGX_HTTP_LLM_WORD_REASONING,
+    [ngx_http_llm_word_hash(17, 'r', 't')] = NGX_HTTP_LLM_WORD_REASONING_CONTENT,
+    [ngx_http_llm_word_hash(16, 'r', 's')] = NGX_HTTP_LLM_WORD_REASONING_TOKENS,
+    [ngx_http_llm_word_hash(7, 'r', 'l')] = NGX_HTTP_LLM_WORD_REFUSAL,
+    [ngx_http_llm_word_hash(15, 's', 'e')] = NGX_HTTP_LLM_WORD_SERVER_TOOL_USE,
+    [ngx_http_llm_word_hash(11, 's', 'n')] = NGX_HTTP_LLM_WORD_STOP_REASON,
+    [ngx_http_llm_word_hash(4, 't', 't')] = NGX_HTTP_LLM_WORD_TEXT,
+    [ngx_http_llm_word_hash(8, 't', 'g')] = NGX_HTTP_LLM_WORD_THINKING,
+    [ngx_http_llm_word_hash(10, 't', 's')] = NGX_HTTP_LLM_WORD_TOOL_CALLS,
+    [ngx_http_llm_word_hash(8, 't', 'e')] = NGX_HTTP_LLM_WORD_TOOL_USE,
+    [ngx_http_llm_word_hash(4, 't', 'e')] = NGX_HTTP_LLM_WORD_TYPE,
+    [ngx_http_llm_word_hash(5, 'u', 'e')] = NGX_HTTP_LLM_WORD_USAGE,
+};
+
+
+static const ngx_http_llm_word_t  ngx_http_llm_words[] = {
+    { 0, "" },
+    { 9, "arguments" },
+    { 27, "cache_creation_input_tokens" },
+    { 23, "cache_read_input_tokens" },
+    { 13, "cached_tokens" },
+    { 7, "choices" },
+    { 17, "completion_tokens" },
+    { 25, "completion_tokens_details" },
+    { 7, "content" },
+    { 13, "content_block" },
+    { 5, "delta" },
+    { 5, "error" },
+    { 13, "finish_reason" },
+    { 8, "function" },
+    { 13, "function_call" },
+    { 5, "input" },
+    { 12, "input_tokens" },
+    { 7, "message" },
+    { 12, "message_stop" },
+    { 4, "name" },
+    { 6, "object" },
+    { 13, "output_tokens" },
+    { 12, "partial_json" },
+    { 13, "prompt_tokens" },
+    { 21, "prompt_tokens_details" },
+    { 9, "reasoning" },
+    { 17, "reasoning_content" },
+    { 16, "reasoning_tokens" },
+    { 7, "refusal" },
+    { 15, "server_tool_use" },
+    { 11, "stop_reason" },
+    { 4, "text" },
+    { 8, "thinking" },
+    { 10, "tool_calls" },
+    { 8, "tool_use" },
+    { 4, "type" },
+    { 5, "usage" },
+};
 
 
 void
@@ -134,12 +295,19 @@ ngx_http_llm_sse_init(ngx_http_llm_sse_t *sse, u_char *buf, size_t cap,
     memset(sse, 0, sizeof(ngx_http_llm_sse_t));
 
     sse->buf = buf;
+    sse->size = buf ? cap : 0;
     sse->cap = cap;
     sse->handler = handler;
     sse->data = data;
     sse->state = NGX_HTTP_LLM_SSE_START;
 }
 
+
+/*
+ * The states consume what they can in bulk: a value or a comment up to
+ * its line end at once (SSE2), a "data:" field name whole when the read
+ * holds it; field names otherwise go byte by byte.
+ */
 
 int
 ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, const u_char *p, size_t len)
@@ -154,22 +322,6 @@ ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, const u_char *p, size_t len)
     while (p < end) {
 
         c = *p;
-
-        if (sse->after_cr) {
-            sse->after_cr = 0;
-
-            if (c == '\n') {
-                /* the LF of a CRLF split from its CR */
-
-                if (sse->event_start == sse->offset) {
-                    sse->event_start++;
-                }
-
-                p++;
-                sse->offset++;
-                continue;
-            }
-        }
 
         switch (sse->state) {
 
@@ -206,6 +358,23 @@ ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, const u_char *p, size_t len)
             continue;
 
         case NGX_HTTP_LLM_SSE_LINE:
+
+            /* after_cr is only ever set along with this state */
+
+            if (sse->after_cr) {
+                sse->after_cr = 0;
+
+                if (c == '\n') {
+                    /* the LF of a CRLF, maybe split from its CR */
+
+                    if (sse->event_start == sse->offset) {
+                        sse->event_start++;
+                    }
+
+                    break;
+                }
+            }
+
             if (c == '\n' || c == '\r') {
                 /* a blank line */
 
@@ -225,6 +394,17 @@ ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, const u_char *p, size_t len)
             if (c == ':') {
                 sse->state = NGX_HTTP_LLM_SSE_SKIP;
                 break;
+            }
+
+            if (end - p >= 5 && memcmp(p, "data:", 5) == 0) {
+                memcpy(sse->field_name, "data", 4);
+                sse->field_len = 4;
+                ngx_http_llm_sse_field(sse);
+
+                p += 5;
+                sse->offset += 5;
+                sse->state = NGX_HTTP_LLM_SSE_VALUE_START;
+                continue;
             }
 
             sse->field_len = 0;
@@ -263,9 +443,7 @@ ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, const u_char *p, size_t len)
             continue;
 
         case NGX_HTTP_LLM_SSE_VALUE:
-            for (q = p; q < end && *q != '\n' && *q != '\r'; q++) {
-                /* void */
-            }
+            q = ngx_http_llm_sse_eol(p, end);
 
             if (sse->field == NGX_HTTP_LLM_SSE_FIELD_OTHER) {
                 /* ignored */
@@ -296,11 +474,17 @@ ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, const u_char *p, size_t len)
             break;
 
         default: /* NGX_HTTP_LLM_SSE_SKIP */
-            if (c == '\n' || c == '\r') {
-                sse->after_cr = (c == '\r');
-                sse->state = NGX_HTTP_LLM_SSE_LINE;
+            q = ngx_http_llm_sse_eol(p, end);
+
+            sse->offset += q - p;
+            p = q;
+
+            if (p == end) {
+                return 0;
             }
 
+            sse->after_cr = (*p == '\r');
+            sse->state = NGX_HTTP_LLM_SSE_LINE;
             break;
         }
 
@@ -339,8 +523,39 @@ ngx_http_llm_sse_field(ngx_http_llm_sse_t *sse)
 static void
 ngx_http_llm_sse_append(ngx_http_llm_sse_t *sse, const u_char *p, size_t n)
 {
-    if (n > sse->cap - sse->len) {
-        n = sse->cap - sse->len;
+    size_t   size;
+    u_char  *buf;
+
+    if (sse->truncated) {
+        /* the event was cut: nothing after the cut may follow */
+        return;
+    }
+
+    if (n > sse->size - sse->len && sse->size < sse->cap && sse->grow) {
+        size = sse->size ? 2 * sse->size : NGX_HTTP_LLM_SSE_BUF;
+
+        if (size < sse->len + n) {
+            size = sse->len + n;
+        }
+
+        if (size > sse->cap) {
+            size = sse->cap;
+        }
+
+        buf = sse->grow(sse, size);
+
+        if (buf) {
+            if (sse->len) {
+                memcpy(buf, sse->buf, sse->len);
+            }
+
+            sse->buf = buf;
+            sse->size = size;
+        }
+    }
+
+    if (n > sse->size - sse->len) {
+        n = sse->size - sse->len;
         sse->truncated = 1;
     }
 
@@ -360,7 +575,11 @@ ngx_http_llm_sse_dispatch(ngx_http_llm_sse_t *sse)
 
     if (sse->has_data) {
         sse->events++;
-        rc = sse->handler(sse, sse->name, sse->name_len, sse->buf, sse->len,
+
+        /* no storage yet for an event with empty data */
+
+        rc = sse->handler(sse, sse->name, sse->name_len,
+                          sse->buf ? sse->buf : (const u_char *) "", sse->len,
                           sse->event_start, sse->offset);
     }
 
@@ -385,10 +604,96 @@ ngx_http_llm_event_reset(ngx_http_llm_event_info_t *info)
 }
 
 
+/* the NGX_HTTP_LLM_WORD_* of a string token, by value */
+
+static unsigned
+ngx_http_llm_word(const ngx_http_llm_json_str_t *s)
+{
+    if (s->escaped) {
+        return ngx_http_llm_word_escaped(s);
+    }
+
+    return ngx_http_llm_word_find(s->data, s->len);
+}
+
+
+static unsigned
+ngx_http_llm_word_escaped(const ngx_http_llm_json_str_t *s)
+{
+    u_char         buf[64];
+    size_t         len;
+    const u_char  *p;
+
+    p = s->data;
+    len = ngx_http_llm_json_unescape(&p, s->data + s->len, buf, sizeof(buf));
+
+    if (p != s->data + s->len) {
+        /* longer than any word */
+        return NGX_HTTP_LLM_WORD_OTHER;
+    }
+
+    return ngx_http_llm_word_find(buf, len);
+}
+
+
+/*
+ * Every word has 4 bytes or more: two overlapping loads compare up to 8
+ * bytes, longer words 8 bytes at a time.
+ */
+
+static inline unsigned
+ngx_http_llm_word_find(const u_char *p, size_t len)
+{
+    size_t                      i;
+    uint32_t                    a4, b4, c4, d4;
+    uint64_t                    a8, b8;
+    unsigned                    w;
+    const u_char               *name;
+    const ngx_http_llm_word_t  *word;
+
+    if (len == 0 || len > NGX_HTTP_LLM_WORD_MAX_LEN) {
+        return NGX_HTTP_LLM_WORD_OTHER;
+    }
+
+    w = ngx_http_llm_word_slot[ngx_http_llm_word_hash(len, p[0], p[len - 1])];
+    word = &ngx_http_llm_words[w];
+
+    if (word->len != len) {
+        return NGX_HTTP_LLM_WORD_OTHER;
+    }
+
+    name = (const u_char *) word->name;
+
+    if (len < 8) {
+        memcpy(&a4, p, 4);
+        memcpy(&b4, name, 4);
+        memcpy(&c4, p + len - 4, 4);
+        memcpy(&d4, name + len - 4, 4);
+
+        return (a4 == b4 && c4 == d4) ? w : NGX_HTTP_LLM_WORD_OTHER;
+    }
+
+    for (i = 0; i + 8 < len; i += 8) {
+        memcpy(&a8, p + i, 8);
+        memcpy(&b8, name + i, 8);
+
+        if (a8 != b8) {
+            return NGX_HTTP_LLM_WORD_OTHER;
+        }
+    }
+
+    memcpy(&a8, p + len - 8, 8);
+    memcpy(&b8, name + len - 8, 8);
+
+    return (a8 == b8) ? w : NGX_HTTP_LLM_WORD_OTHER;
+}
+
+
 void
 ngx_http_llm_event_analyze(int api, const u_char *name, size_t name_len,
     const u_char *data, size_t len, ngx_http_llm_event_info_t *info)
 {
+    unsigned                    t, e;
     const u_char               *p, *end;
     ngx_http_llm_json_str_t     type, ev;
     ngx_http_llm_json_cur_t     cur;
@@ -411,28 +716,40 @@ ngx_http_llm_event_analyze(int api, const u_char *name, size_t name_len,
     type.len = 0;
     type.escaped = 0;
 
-    ngx_http_llm_json_cur_init(&cur, p, end - p);
+    if (ngx_http_llm_fast_event(p, end, info, &type) != end) {
 
-    if (ngx_http_llm_event_object(&cur, info, &type, 0) != 0
-        || ngx_http_llm_json_end(&cur) != 0)
-    {
+        /* the full analysis */
+
         ngx_http_llm_event_reset(info);
-        return;
+
+        type.data = NULL;
+        type.len = 0;
+        type.escaped = 0;
+
+        ngx_http_llm_json_cur_init(&cur, p, end - p);
+
+        if (ngx_http_llm_event_object(&cur, info, &type, 0) != 0
+            || ngx_http_llm_json_end(&cur) != 0)
+        {
+            ngx_http_llm_event_reset(info);
+            return;
+        }
     }
 
     ev.data = name;
     ev.len = name_len;
     ev.escaped = 0;
 
-    if (ngx_http_llm_str_is(&type, "message_stop")
-        || ngx_http_llm_str_is(&ev, "message_stop"))
+    t = ngx_http_llm_word(&type);
+    e = ngx_http_llm_word(&ev);
+
+    if (t == NGX_HTTP_LLM_WORD_MESSAGE_STOP
+        || e == NGX_HTTP_LLM_WORD_MESSAGE_STOP)
     {
         info->done = 1;
     }
 
-    if (ngx_http_llm_str_is(&type, "error")
-        || ngx_http_llm_str_is(&ev, "error"))
-    {
+    if (t == NGX_HTTP_LLM_WORD_ERROR || e == NGX_HTTP_LLM_WORD_ERROR) {
         info->error = 1;
     }
 }
@@ -460,9 +777,455 @@ ngx_http_llm_response_analyze(int api, const u_char *body, size_t len,
         return;
     }
 
-    if (ngx_http_llm_str_is(&type, "error")) {
+    if (ngx_http_llm_word(&type) == NGX_HTTP_LLM_WORD_ERROR) {
         info->error = 1;
     }
+}
+
+
+/*
+ * The fast path of the event analysis: one pass over the common shapes of
+ * OpenAI chunks and Anthropic deltas, with inline scanning and no cursor.
+ * It validates all it passes like the cursor does. Anything else (usage,
+ * errors, tool calls, content arrays, a message object, escaped keys that
+ * matter, a syntax error) makes it give up: NULL, and the full analysis
+ * runs on the event from the start.
+ */
+
+static const u_char *
+ngx_http_llm_fast_event(const u_char *p, const u_char *end,
+    ngx_http_llm_event_info_t *info, ngx_http_llm_json_str_t *type)
+{
+    unsigned                 w;
+    ngx_http_llm_json_str_t  s;
+
+    p = ngx_http_llm_fast_open(p, end, '{');
+
+    while (p && *p != '}') {
+        p = ngx_http_llm_fast_key(p, end, &w);
+
+        if (p == NULL) {
+            return NULL;
+        }
+
+        switch (w) {
+
+        case NGX_HTTP_LLM_WORD_CHOICES:
+            p = ngx_http_llm_fast_choices(p, end, info);
+            break;
+
+        case NGX_HTTP_LLM_WORD_TYPE:
+            if (*p != '"') {
+                return NULL;
+            }
+
+            p = ngx_http_llm_fast_string(p, end, type);
+            break;
+
+        case NGX_HTTP_LLM_WORD_OBJECT:
+            if (*p != '"') {
+                p = ngx_http_llm_fast_skip(p, end, 1);
+                break;
+            }
+
+            p = ngx_http_llm_fast_string(p, end, &s);
+
+            if (p == NULL || ngx_http_llm_word(&s) == NGX_HTTP_LLM_WORD_ERROR)
+            {
+                return NULL;
+            }
+
+            break;
+
+        case NGX_HTTP_LLM_WORD_USAGE:
+            /* "usage":null in every OpenAI chunk when usage is asked */
+
+            if (*p == '{') {
+                return NULL;
+            }
+
+            p = ngx_http_llm_fast_skip(p, end, 1);
+            break;
+
+        case NGX_HTTP_LLM_WORD_DELTA:
+        case NGX_HTTP_LLM_WORD_CONTENT_BLOCK:
+            p = ngx_http_llm_fast_block(p, end, info, 2);
+            break;
+
+        case NGX_HTTP_LLM_WORD_OTHER:
+            p = ngx_http_llm_fast_skip(p, end, 1);
+            break;
+
+        default:
+            return NULL;
+        }
+
+        p = ngx_http_llm_fast_next(p, end, '}');
+    }
+
+    return p ? p + 1 : NULL;
+}
+
+
+/* "choices": an array of objects */
+
+static const u_char *
+ngx_http_llm_fast_choices(const u_char *p, const u_char *end,
+    ngx_http_llm_event_info_t *info)
+{
+    unsigned  w;
+
+    p = ngx_http_llm_fast_open(p, end, '[');
+
+    while (p && *p != ']') {
+        p = ngx_http_llm_fast_open(p, end, '{');
+
+        while (p && *p != '}') {
+            p = ngx_http_llm_fast_key(p, end, &w);
+
+            if (p == NULL) {
+                return NULL;
+            }
+
+            switch (w) {
+
+            case NGX_HTTP_LLM_WORD_DELTA:
+            case NGX_HTTP_LLM_WORD_MESSAGE:
+                p = ngx_http_llm_fast_delta(p, end, info);
+                break;
+
+            case NGX_HTTP_LLM_WORD_TEXT:
+                p = ngx_http_llm_fast_text(p, end, info, 3);
+                break;
+
+            case NGX_HTTP_LLM_WORD_FINISH_REASON:
+                p = ngx_http_llm_fast_finish(p, end, info, 3);
+                break;
+
+            default:
+                p = ngx_http_llm_fast_skip(p, end, 3);
+            }
+
+            p = ngx_http_llm_fast_next(p, end, '}');
+        }
+
+        p = ngx_http_llm_fast_next(p ? p + 1 : NULL, end, ']');
+    }
+
+    return p ? p + 1 : NULL;
+}
+
+
+/* an OpenAI choice's delta or message */
+
+static const u_char *
+ngx_http_llm_fast_delta(const u_char *p, const u_char *end,
+    ngx_http_llm_event_info_t *info)
+{
+    unsigned  w;
+
+    p = ngx_http_llm_fast_open(p, end, '{');
+
+    while (p && *p != '}') {
+        p = ngx_http_llm_fast_key(p, end, &w);
+
+        if (p == NULL) {
+            return NULL;
+        }
+
+        switch (w) {
+
+        case NGX_HTTP_LLM_WORD_CONTENT:
+        case NGX_HTTP_LLM_WORD_REFUSAL:
+        case NGX_HTTP_LLM_WORD_REASONING_CONTENT:
+        case NGX_HTTP_LLM_WORD_REASONING:
+            p = ngx_http_llm_fast_text(p, end, info, 4);
+            break;
+
+        case NGX_HTTP_LLM_WORD_TOOL_CALLS:
+        case NGX_HTTP_LLM_WORD_FUNCTION_CALL:
+            return NULL;
+
+        default:
+            p = ngx_http_llm_fast_skip(p, end, 4);
+        }
+
+        p = ngx_http_llm_fast_next(p, end, '}');
+    }
+
+    return p ? p + 1 : NULL;
+}
+
+
+/* an Anthropic block delta or message delta without tool use */
+
+static const u_char *
+ngx_http_llm_fast_block(const u_char *p, const u_char *end,
+    ngx_http_llm_event_info_t *info, unsigned depth)
+{
+    unsigned                 w;
+    ngx_http_llm_json_str_t  s;
+
+    p = ngx_http_llm_fast_open(p, end, '{');
+
+    while (p && *p != '}') {
+        p = ngx_http_llm_fast_key(p, end, &w);
+
+        if (p == NULL) {
+            return NULL;
+        }
+
+        switch (w) {
+
+        case NGX_HTTP_LLM_WORD_TEXT:
+        case NGX_HTTP_LLM_WORD_THINKING:
+        case NGX_HTTP_LLM_WORD_PARTIAL_JSON:
+        case NGX_HTTP_LLM_WORD_NAME:
+            p = ngx_http_llm_fast_text(p, end, info, depth);
+            break;
+
+        case NGX_HTTP_LLM_WORD_TYPE:
+            if (*p != '"') {
+                return NULL;
+            }
+
+            p = ngx_http_llm_fast_string(p, end, &s);
+
+            if (p == NULL) {
+                return NULL;
+            }
+
+            w = ngx_http_llm_word(&s);
+
+            if (w == NGX_HTTP_LLM_WORD_TOOL_USE
+                || w == NGX_HTTP_LLM_WORD_SERVER_TOOL_USE)
+            {
+                return NULL;
+            }
+
+            break;
+
+        case NGX_HTTP_LLM_WORD_STOP_REASON:
+            p = ngx_http_llm_fast_finish(p, end, info, depth);
+            break;
+
+        case NGX_HTTP_LLM_WORD_OTHER:
+            p = ngx_http_llm_fast_skip(p, end, depth);
+            break;
+
+        default:
+            return NULL;
+        }
+
+        p = ngx_http_llm_fast_next(p, end, '}');
+    }
+
+    return p ? p + 1 : NULL;
+}
+
+
+/* a string of output text, or null */
+
+static const u_char *
+ngx_http_llm_fast_text(const u_char *p, const u_char *end,
+    ngx_http_llm_event_info_t *info, unsigned depth)
+{
+    ngx_http_llm_json_str_t  s;
+
+    if (*p == 'n') {
+        return ngx_http_llm_fast_skip(p, end, depth);
+    }
+
+    if (*p != '"') {
+        return NULL;
+    }
+
+    p = ngx_http_llm_fast_string(p, end, &s);
+
+    if (p && s.len) {
+        info->content = 1;
+        info->content_bytes += s.escaped
+                               ? ngx_http_llm_json_unescaped_len(s.data,
+                                                             s.data + s.len)
+                               : s.len;
+    }
+
+    return p;
+}
+
+
+/* a finish or stop reason, or null */
+
+static const u_char *
+ngx_http_llm_fast_finish(const u_char *p, const u_char *end,
+    ngx_http_llm_event_info_t *info, unsigned depth)
+{
+    ngx_http_llm_json_str_t  s;
+
+    if (*p == 'n') {
+        return ngx_http_llm_fast_skip(p, end, depth);
+    }
+
+    if (*p != '"') {
+        return NULL;
+    }
+
+    info->finish = 1;
+
+    return ngx_http_llm_fast_string(p, end, &s);
+}
+
+
+/* p at a '"': the string's token, and the position after it */
+
+static inline const u_char *
+ngx_http_llm_fast_string(const u_char *p, const u_char *end,
+    ngx_http_llm_json_str_t *s)
+{
+    const u_char               *q;
+    ngx_http_llm_json_error_t   err;
+
+    s->escaped = 0;
+    q = ngx_http_llm_json_string_end(p + 1, end, &s->escaped, &err);
+
+    if (q == NULL) {
+        return NULL;
+    }
+
+    s->data = p + 1;
+    s->len = q - (p + 1);
+
+    return q + 1;
+}
+
+
+/* skips a value at p, found at the given nesting depth */
+
+static const u_char *
+ngx_http_llm_fast_skip(const u_char *p, const u_char *end, unsigned depth)
+{
+    const u_char             *q;
+    ngx_http_llm_json_str_t   s;
+    ngx_http_llm_json_cur_t   cur;
+
+    if (*p == '"') {
+        return ngx_http_llm_fast_string(p, end, &s);
+    }
+
+    if (*p == 'n' && end - p >= 4 && memcmp(p, "null", 4) == 0) {
+        return p + 4;
+    }
+
+    /* an integer; what follows it is checked by the caller */
+
+    q = p + (*p == '-');
+
+    if (q < end && *q >= '0' && *q <= '9') {
+        if (*q++ != '0') {
+            while (q < end && *q >= '0' && *q <= '9') {
+                q++;
+            }
+        }
+
+        if (q == end || (*q != '.' && *q != 'e' && *q != 'E')) {
+            return q;
+        }
+    }
+
+    ngx_http_llm_json_cur_init(&cur, p, end - p);
+    cur.depth = depth;
+
+    return (ngx_http_llm_json_skip(&cur) == 0) ? cur.p : NULL;
+}
+
+
+/*
+ * p at a value that must be the container opened by c: the position of its
+ * first member (or of its closing bracket), NULL otherwise
+ */
+
+static inline const u_char *
+ngx_http_llm_fast_open(const u_char *p, const u_char *end, u_char c)
+{
+    if (p == NULL || p == end || *p != c) {
+        return NULL;
+    }
+
+    p = ngx_http_llm_json_skip_ws(p + 1, end);
+
+    return (p < end) ? p : NULL;
+}
+
+
+/* p at a key: its word, and the position of its value */
+
+static inline const u_char *
+ngx_http_llm_fast_key(const u_char *p, const u_char *end, unsigned *w)
+{
+    ngx_http_llm_json_str_t  key;
+
+    if (*p != '"') {
+        return NULL;
+    }
+
+    p = ngx_http_llm_fast_string(p, end, &key);
+
+    if (p == NULL) {
+        return NULL;
+    }
+
+    p = ngx_http_llm_json_skip_ws(p, end);
+
+    if (p == end || *p != ':') {
+        return NULL;
+    }
+
+    p = ngx_http_llm_json_skip_ws(p + 1, end);
+
+    if (p == end) {
+        return NULL;
+    }
+
+    *w = ngx_http_llm_word(&key);
+
+    return p;
+}
+
+
+/*
+ * after a member or an element: the position of the next one, or of the
+ * closing bracket c
+ */
+
+static inline const u_char *
+ngx_http_llm_fast_next(const u_char *p, const u_char *end, u_char c)
+{
+    if (p == NULL) {
+        return NULL;
+    }
+
+    p = ngx_http_llm_json_skip_ws(p, end);
+
+    if (p == end) {
+        return NULL;
+    }
+
+    if (*p == c) {
+        return p;
+    }
+
+    if (*p != ',') {
+        return NULL;
+    }
+
+    p = ngx_http_llm_json_skip_ws(p + 1, end);
+
+    if (p == end || *p == c) {
+        /* a trailing comma */
+        return NULL;
+    }
+
+    return p;
 }
 
 
@@ -476,7 +1239,7 @@ ngx_http_llm_event_object(ngx_http_llm_json_cur_t *cur,
     ngx_http_llm_event_info_t *info, ngx_http_llm_json_str_t *type,
     unsigned level)
 {
-    int                      rc, t;
+    int                      rc;
     unsigned                 first, choices, have_choices;
     ngx_http_llm_json_str_t  key, s;
 
@@ -490,37 +1253,53 @@ ngx_http_llm_event_object(ngx_http_llm_json_cur_t *cur,
 
     while ((rc = ngx_http_llm_json_next(cur, &first, &key)) == 1) {
 
-        if (ngx_http_llm_str_is(&key, "choices")) {
+        switch (ngx_http_llm_word(&key)) {
+
+        case NGX_HTTP_LLM_WORD_CHOICES:
             if (ngx_http_llm_json_peek(cur) == NGX_HTTP_LLM_JSON_ARRAY) {
                 have_choices = 1;
             }
 
             rc = ngx_http_llm_event_choices(cur, info, &choices);
+            break;
 
-        } else if (ngx_http_llm_str_is(&key, "usage")) {
+        case NGX_HTTP_LLM_WORD_USAGE:
             rc = ngx_http_llm_event_usage(cur, info);
+            break;
 
-        } else if (level == 0 && ngx_http_llm_str_is(&key, "error")) {
-            if (ngx_http_llm_json_peek(cur) != NGX_HTTP_LLM_JSON_NULL) {
+        case NGX_HTTP_LLM_WORD_ERROR:
+            if (level == 0
+                && ngx_http_llm_json_peek(cur) != NGX_HTTP_LLM_JSON_NULL)
+            {
                 info->error = 1;
             }
 
             rc = ngx_http_llm_json_skip(cur);
+            break;
 
-        } else if (level == 0 && ngx_http_llm_str_is(&key, "type")) {
-            rc = ngx_http_llm_json_get_string(cur, type);
+        case NGX_HTTP_LLM_WORD_TYPE:
+            rc = (level == 0) ? ngx_http_llm_json_get_string(cur, type)
+                              : ngx_http_llm_json_skip(cur);
+            break;
 
-        } else if (level == 0 && ngx_http_llm_str_is(&key, "object")) {
+        case NGX_HTTP_LLM_WORD_OBJECT:
+            if (level != 0) {
+                rc = ngx_http_llm_json_skip(cur);
+                break;
+            }
+
             rc = ngx_http_llm_json_get_string(cur, &s);
 
-            if (rc == 1 && ngx_http_llm_str_is(&s, "error")) {
+            if (rc == 1 && ngx_http_llm_word(&s) == NGX_HTTP_LLM_WORD_ERROR) {
                 info->error = 1;
             }
 
-        } else if (level == 0 && ngx_http_llm_str_is(&key, "message")) {
-            t = ngx_http_llm_json_peek(cur);
+            break;
 
-            if (t == NGX_HTTP_LLM_JSON_OBJECT) {
+        case NGX_HTTP_LLM_WORD_MESSAGE:
+            if (level == 0
+                && ngx_http_llm_json_peek(cur) == NGX_HTTP_LLM_JSON_OBJECT)
+            {
                 s.data = NULL;
                 s.len = 0;
                 s.escaped = 0;
@@ -530,21 +1309,24 @@ ngx_http_llm_event_object(ngx_http_llm_json_cur_t *cur,
                 rc = ngx_http_llm_json_skip(cur);
             }
 
-        } else if (ngx_http_llm_str_is(&key, "delta")) {
+            break;
+
+        case NGX_HTTP_LLM_WORD_DELTA:
             /* Anthropic content_block_delta, message_delta */
+        case NGX_HTTP_LLM_WORD_CONTENT_BLOCK:
             rc = ngx_http_llm_event_block(cur, info);
+            break;
 
-        } else if (ngx_http_llm_str_is(&key, "content_block")) {
-            rc = ngx_http_llm_event_block(cur, info);
-
-        } else if (ngx_http_llm_str_is(&key, "content")) {
+        case NGX_HTTP_LLM_WORD_CONTENT:
             /* Anthropic message: an array of content blocks */
             rc = ngx_http_llm_event_blocks(cur, info);
+            break;
 
-        } else if (ngx_http_llm_str_is(&key, "stop_reason")) {
+        case NGX_HTTP_LLM_WORD_STOP_REASON:
             rc = ngx_http_llm_event_finish(cur, info);
+            break;
 
-        } else {
+        default:
             rc = ngx_http_llm_json_skip(cur);
         }
 
@@ -598,18 +1380,22 @@ ngx_http_llm_event_choices(ngx_http_llm_json_cur_t *cur,
 
         while ((rc = ngx_http_llm_json_next(cur, &mfirst, &key)) == 1) {
 
-            if (ngx_http_llm_str_is(&key, "delta")
-                || ngx_http_llm_str_is(&key, "message"))
-            {
+            switch (ngx_http_llm_word(&key)) {
+
+            case NGX_HTTP_LLM_WORD_DELTA:
+            case NGX_HTTP_LLM_WORD_MESSAGE:
                 rc = ngx_http_llm_event_message(cur, info);
+                break;
 
-            } else if (ngx_http_llm_str_is(&key, "text")) {
+            case NGX_HTTP_LLM_WORD_TEXT:
                 rc = ngx_http_llm_event_text(cur, info);
+                break;
 
-            } else if (ngx_http_llm_str_is(&key, "finish_reason")) {
+            case NGX_HTTP_LLM_WORD_FINISH_REASON:
                 rc = ngx_http_llm_event_finish(cur, info);
+                break;
 
-            } else {
+            default:
                 rc = ngx_http_llm_json_skip(cur);
             }
 
@@ -647,7 +1433,9 @@ ngx_http_llm_event_message(ngx_http_llm_json_cur_t *cur,
 
     while ((rc = ngx_http_llm_json_next(cur, &first, &key)) == 1) {
 
-        if (ngx_http_llm_str_is(&key, "content")) {
+        switch (ngx_http_llm_word(&key)) {
+
+        case NGX_HTTP_LLM_WORD_CONTENT:
             if (ngx_http_llm_json_peek(cur) == NGX_HTTP_LLM_JSON_ARRAY) {
                 /* content parts */
                 rc = ngx_http_llm_event_blocks(cur, info);
@@ -656,19 +1444,23 @@ ngx_http_llm_event_message(ngx_http_llm_json_cur_t *cur,
                 rc = ngx_http_llm_event_text(cur, info);
             }
 
-        } else if (ngx_http_llm_str_is(&key, "refusal")
-                   || ngx_http_llm_str_is(&key, "reasoning_content")
-                   || ngx_http_llm_str_is(&key, "reasoning"))
-        {
+            break;
+
+        case NGX_HTTP_LLM_WORD_REFUSAL:
+        case NGX_HTTP_LLM_WORD_REASONING_CONTENT:
+        case NGX_HTTP_LLM_WORD_REASONING:
             rc = ngx_http_llm_event_text(cur, info);
+            break;
 
-        } else if (ngx_http_llm_str_is(&key, "tool_calls")) {
+        case NGX_HTTP_LLM_WORD_TOOL_CALLS:
             rc = ngx_http_llm_event_tool_calls(cur, info);
+            break;
 
-        } else if (ngx_http_llm_str_is(&key, "function_call")) {
+        case NGX_HTTP_LLM_WORD_FUNCTION_CALL:
             rc = ngx_http_llm_event_function(cur, info);
+            break;
 
-        } else {
+        default:
             rc = ngx_http_llm_json_skip(cur);
         }
 
@@ -719,7 +1511,7 @@ ngx_http_llm_event_tool_calls(ngx_http_llm_json_cur_t *cur,
 
         while ((rc = ngx_http_llm_json_next(cur, &cfirst, &key)) == 1) {
 
-            if (ngx_http_llm_str_is(&key, "function")) {
+            if (ngx_http_llm_word(&key) == NGX_HTTP_LLM_WORD_FUNCTION) {
                 rc = ngx_http_llm_event_function(cur, info);
 
             } else {
@@ -747,7 +1539,7 @@ ngx_http_llm_event_function(ngx_http_llm_json_cur_t *cur,
     ngx_http_llm_event_info_t *info)
 {
     int                      rc;
-    unsigned                 first;
+    unsigned                 first, w;
     ngx_http_llm_json_str_t  key;
 
     rc = ngx_http_llm_json_enter(cur, NGX_HTTP_LLM_JSON_OBJECT);
@@ -760,9 +1552,9 @@ ngx_http_llm_event_function(ngx_http_llm_json_cur_t *cur,
 
     while ((rc = ngx_http_llm_json_next(cur, &first, &key)) == 1) {
 
-        if (ngx_http_llm_str_is(&key, "name")
-            || ngx_http_llm_str_is(&key, "arguments"))
-        {
+        w = ngx_http_llm_word(&key);
+
+        if (w == NGX_HTTP_LLM_WORD_NAME || w == NGX_HTTP_LLM_WORD_ARGUMENTS) {
             rc = ngx_http_llm_event_text(cur, info);
 
         } else {
@@ -816,7 +1608,7 @@ ngx_http_llm_event_block(ngx_http_llm_json_cur_t *cur,
     ngx_http_llm_event_info_t *info)
 {
     int                      rc;
-    unsigned                 first, tool;
+    unsigned                 first, tool, w;
     const u_char            *start;
     ngx_http_llm_json_str_t  key, s;
 
@@ -831,23 +1623,31 @@ ngx_http_llm_event_block(ngx_http_llm_json_cur_t *cur,
 
     while ((rc = ngx_http_llm_json_next(cur, &first, &key)) == 1) {
 
-        if (ngx_http_llm_str_is(&key, "text")
-            || ngx_http_llm_str_is(&key, "thinking")
-            || ngx_http_llm_str_is(&key, "partial_json")
-            || ngx_http_llm_str_is(&key, "name"))
-        {
-            rc = ngx_http_llm_event_text(cur, info);
+        switch (ngx_http_llm_word(&key)) {
 
-        } else if (ngx_http_llm_str_is(&key, "type")) {
+        case NGX_HTTP_LLM_WORD_TEXT:
+        case NGX_HTTP_LLM_WORD_THINKING:
+        case NGX_HTTP_LLM_WORD_PARTIAL_JSON:
+        case NGX_HTTP_LLM_WORD_NAME:
+            rc = ngx_http_llm_event_text(cur, info);
+            break;
+
+        case NGX_HTTP_LLM_WORD_TYPE:
             rc = ngx_http_llm_json_get_string(cur, &s);
 
-            if (rc == 1 && (ngx_http_llm_str_is(&s, "tool_use")
-                            || ngx_http_llm_str_is(&s, "server_tool_use")))
-            {
-                tool = 1;
+            if (rc == 1) {
+                w = ngx_http_llm_word(&s);
+
+                if (w == NGX_HTTP_LLM_WORD_TOOL_USE
+                    || w == NGX_HTTP_LLM_WORD_SERVER_TOOL_USE)
+                {
+                    tool = 1;
+                }
             }
 
-        } else if (ngx_http_llm_str_is(&key, "input")) {
+            break;
+
+        case NGX_HTTP_LLM_WORD_INPUT:
             start = ngx_http_llm_json_skip_ws(cur->p, cur->end);
             rc = ngx_http_llm_json_skip(cur);
 
@@ -858,10 +1658,13 @@ ngx_http_llm_event_block(ngx_http_llm_json_cur_t *cur,
                 info->content_bytes += cur->p - start;
             }
 
-        } else if (ngx_http_llm_str_is(&key, "stop_reason")) {
-            rc = ngx_http_llm_event_finish(cur, info);
+            break;
 
-        } else {
+        case NGX_HTTP_LLM_WORD_STOP_REASON:
+            rc = ngx_http_llm_event_finish(cur, info);
+            break;
+
+        default:
             rc = ngx_http_llm_json_skip(cur);
         }
 
@@ -945,7 +1748,9 @@ ngx_http_llm_event_usage(ngx_http_llm_json_cur_t *cur,
 
         v = -1;
 
-        if (ngx_http_llm_str_is(&key, "prompt_tokens")) {
+        switch (ngx_http_llm_word(&key)) {
+
+        case NGX_HTTP_LLM_WORD_PROMPT_TOKENS:
             rc = ngx_http_llm_json_get_int(cur, &v);
 
             if (rc == 1 && v >= 0) {
@@ -953,9 +1758,10 @@ ngx_http_llm_event_usage(ngx_http_llm_json_cur_t *cur,
                 found = 1;
             }
 
-        } else if (ngx_http_llm_str_is(&key, "completion_tokens")
-                   || ngx_http_llm_str_is(&key, "output_tokens"))
-        {
+            break;
+
+        case NGX_HTTP_LLM_WORD_COMPLETION_TOKENS:
+        case NGX_HTTP_LLM_WORD_OUTPUT_TOKENS:
             rc = ngx_http_llm_json_get_int(cur, &v);
 
             if (rc == 1 && v >= 0) {
@@ -963,7 +1769,9 @@ ngx_http_llm_event_usage(ngx_http_llm_json_cur_t *cur,
                 found = 1;
             }
 
-        } else if (ngx_http_llm_str_is(&key, "input_tokens")) {
+            break;
+
+        case NGX_HTTP_LLM_WORD_INPUT_TOKENS:
             rc = ngx_http_llm_json_get_int(cur, &v);
 
             if (rc == 1 && v >= 0) {
@@ -971,7 +1779,9 @@ ngx_http_llm_event_usage(ngx_http_llm_json_cur_t *cur,
                 found = 1;
             }
 
-        } else if (ngx_http_llm_str_is(&key, "cache_read_input_tokens")) {
+            break;
+
+        case NGX_HTTP_LLM_WORD_CACHE_READ_INPUT_TOKENS:
             rc = ngx_http_llm_json_get_int(cur, &v);
 
             if (rc == 1 && v >= 0) {
@@ -980,7 +1790,9 @@ ngx_http_llm_event_usage(ngx_http_llm_json_cur_t *cur,
                 found = 1;
             }
 
-        } else if (ngx_http_llm_str_is(&key, "cache_creation_input_tokens")) {
+            break;
+
+        case NGX_HTTP_LLM_WORD_CACHE_CREATION_INPUT_TOKENS:
             rc = ngx_http_llm_json_get_int(cur, &v);
 
             if (rc == 1 && v >= 0) {
@@ -989,23 +1801,33 @@ ngx_http_llm_event_usage(ngx_http_llm_json_cur_t *cur,
                 found = 1;
             }
 
-        } else if (ngx_http_llm_str_is(&key, "prompt_tokens_details")) {
-            rc = ngx_http_llm_event_details(cur, "cached_tokens", 13, &v);
+            break;
+
+        case NGX_HTTP_LLM_WORD_PROMPT_TOKENS_DETAILS:
+            rc = ngx_http_llm_event_details(cur,
+                                            NGX_HTTP_LLM_WORD_CACHED_TOKENS,
+                                            &v);
 
             if (rc == 1 && v >= 0) {
                 u->cached_tokens = v;
                 found = 1;
             }
 
-        } else if (ngx_http_llm_str_is(&key, "completion_tokens_details")) {
-            rc = ngx_http_llm_event_details(cur, "reasoning_tokens", 16, &v);
+            break;
+
+        case NGX_HTTP_LLM_WORD_COMPLETION_TOKENS_DETAILS:
+            rc = ngx_http_llm_event_details(cur,
+                                            NGX_HTTP_LLM_WORD_REASONING_TOKENS,
+                                            &v);
 
             if (rc == 1 && v >= 0) {
                 u->reasoning_tokens = v;
                 found = 1;
             }
 
-        } else {
+            break;
+
+        default:
             rc = ngx_http_llm_json_skip(cur);
         }
 
@@ -1031,11 +1853,11 @@ ngx_http_llm_event_usage(ngx_http_llm_json_cur_t *cur,
 }
 
 
-/* one integer member of a details object: 1 and *v if found */
+/* one integer member (a word) of a details object: 1 and *v if found */
 
 static int
-ngx_http_llm_event_details(ngx_http_llm_json_cur_t *cur, const char *name,
-    size_t len, int64_t *v)
+ngx_http_llm_event_details(ngx_http_llm_json_cur_t *cur, unsigned word,
+    int64_t *v)
 {
     int                      rc, found;
     int64_t                  n;
@@ -1053,7 +1875,7 @@ ngx_http_llm_event_details(ngx_http_llm_json_cur_t *cur, const char *name,
 
     while ((rc = ngx_http_llm_json_next(cur, &first, &key)) == 1) {
 
-        if (ngx_http_llm_json_str_eq(&key, name, len)) {
+        if (ngx_http_llm_word(&key) == word) {
             rc = ngx_http_llm_json_get_int(cur, &n);
 
             if (rc == 1) {

@@ -17,6 +17,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 
 /*
  * OpenAI meaning for both APIs: prompt_tokens is the whole prompt, for
@@ -81,9 +85,18 @@ void ngx_http_llm_response_analyze(int api, const u_char *body, size_t len,
 /* SSE framer */
 
 #define NGX_HTTP_LLM_SSE_NAME_MAX  64
+#define NGX_HTTP_LLM_SSE_BUF       1024
 
 
 typedef struct ngx_http_llm_sse_s  ngx_http_llm_sse_t;
+
+/*
+ * Returns a buffer of size bytes for the event data (the framer copies
+ * the bytes held so far into it), or NULL: the event is then cut there,
+ * as if it had reached cap.
+ */
+typedef u_char *(*ngx_http_llm_sse_grow_pt)(ngx_http_llm_sse_t *sse,
+    size_t size);
 
 /*
  * Called once per complete event. start/end are absolute offsets in the
@@ -98,7 +111,9 @@ typedef int (*ngx_http_llm_sse_handler_pt)(ngx_http_llm_sse_t *sse,
 struct ngx_http_llm_sse_s {
     /* set by the caller */
     u_char                     *buf;            /* event data storage */
-    size_t                      cap;            /* its size */
+    size_t                      size;           /* its size */
+    size_t                      cap;            /* event data limit */
+    ngx_http_llm_sse_grow_pt    grow;           /* NULL: buf is fixed */
     ngx_http_llm_sse_handler_pt handler;
     void                       *data;           /* caller context */
 
@@ -119,6 +134,11 @@ struct ngx_http_llm_sse_s {
 };
 
 
+/*
+ * buf holds cap bytes. With buf NULL, the storage comes from sse->grow (set
+ * it after init) when an event needs it: NGX_HTTP_LLM_SSE_BUF bytes first,
+ * doubling up to cap.
+ */
 void ngx_http_llm_sse_init(ngx_http_llm_sse_t *sse, u_char *buf, size_t cap,
     ngx_http_llm_sse_handler_pt handler, void *data);
 
@@ -131,6 +151,38 @@ void ngx_http_llm_sse_init(ngx_http_llm_sse_t *sse, u_char *buf, size_t cap,
  */
 int ngx_http_llm_sse_feed(ngx_http_llm_sse_t *sse, const u_char *p,
     size_t len);
+
+
+/* the first CR or LF from p on, or end */
+
+static inline const u_char *
+ngx_http_llm_sse_eol(const u_char *p, const u_char *end)
+{
+#if defined(__SSE2__)
+    int      mask;
+    __m128i  v, cr, lf;
+
+    cr = _mm_set1_epi8('\r');
+    lf = _mm_set1_epi8('\n');
+
+    while (end - p >= 16) {
+        v = _mm_loadu_si128((const __m128i *) p);
+        mask = _mm_movemask_epi8(_mm_or_si128(_mm_cmpeq_epi8(v, cr),
+                                              _mm_cmpeq_epi8(v, lf)));
+        if (mask) {
+            return p + __builtin_ctz(mask);
+        }
+
+        p += 16;
+    }
+#endif
+
+    while (p < end && *p != '\n' && *p != '\r') {
+        p++;
+    }
+
+    return p;
+}
 
 
 #endif /* _NGX_HTTP_LLM_EVENT_H_INCLUDED_ */

@@ -227,6 +227,7 @@ static unsigned ngx_http_llm_inspect_child_ctx(ngx_http_llm_inspect_t *s,
 static XXH128_hash_t ngx_http_llm_inspect_close(ngx_http_llm_inspect_t *s,
     ngx_http_llm_inspect_frame_t *f);
 static void ngx_http_llm_inspect_sort(XXH128_hash_t *a, unsigned n);
+static int ngx_http_llm_inspect_has_ctl(const u_char *p, size_t len);
 static int ngx_http_llm_inspect_finish(ngx_http_llm_inspect_t *s);
 static int ngx_http_llm_inspect_fail(ngx_http_llm_inspect_t *s, int rc,
     const char *error, const char *param, const u_char *pos);
@@ -1036,6 +1037,17 @@ ngx_http_llm_inspect_top(ngx_http_llm_inspect_t *s,
             break;
         }
 
+        /* CR, LF, NUL, ESC... would inject lines into logs and headers */
+
+        if (ngx_http_llm_inspect_has_ctl(v->start + 1,
+                                         v->end - v->start - 2))
+        {
+            ngx_http_llm_inspect_field_error(s, NGX_HTTP_LLM_INSPECT_EFIELD,
+                              "'model' must not contain control characters",
+                              "model", v->start);
+            break;
+        }
+
         req->model.data = v->start + 1;
         req->model.len = v->end - v->start - 2;
         req->model_escaped = v->escaped;
@@ -1284,6 +1296,56 @@ ngx_http_llm_inspect_top(ngx_http_llm_inspect_t *s,
     default:
         break;
     }
+}
+
+
+/*
+ * Whether a string the parser accepted (raw, escapes kept) holds a control
+ * character: raw DEL (raw C0 bytes are invalid JSON already), or an escape
+ * of a C0 character or DEL.
+ */
+
+static int
+ngx_http_llm_inspect_has_ctl(const u_char *p, size_t len)
+{
+    const u_char  *last;
+
+    last = p + len;
+
+    while (p < last) {
+        if (*p == 0x7f) {
+            return 1;
+        }
+
+        if (*p++ != '\\' || p == last) {
+            continue;
+        }
+
+        switch (*p++) {
+        case 'b':
+        case 'f':
+        case 'n':
+        case 'r':
+        case 't':
+            return 1;
+
+        case 'u':
+            /* \u0000-\u001f or \u007f; the parser checked the digits */
+            if (last - p >= 4 && p[0] == '0' && p[1] == '0'
+                && (p[2] == '0' || p[2] == '1'
+                    || (p[2] == '7' && (p[3] | 0x20) == 'f')))
+            {
+                return 1;
+            }
+
+            break;
+
+        default:
+            break;
+        }
+    }
+
+    return 0;
 }
 
 

@@ -7,10 +7,6 @@
 #include <string.h>
 #include <math.h>
 
-#if defined(__SSE2__)
-#include <emmintrin.h>
-#endif
-
 #include "ngx_http_llm_json.h"
 
 
@@ -140,27 +136,6 @@ ngx_http_llm_json_utf8(const u_char *p, const u_char *end)
 }
 
 
-#if defined(__SSE2__)
-
-/*
- * The bytes of 16 that need attention in a string: '"', '\', and, with
- * one signed compare, both the control characters and the bytes >= 0x80
- * (negative as signed chars).
- */
-
-static inline uint64_t
-ngx_http_llm_json_mask(__m128i v)
-{
-    return (uint64_t) _mm_movemask_epi8(
-               _mm_or_si128(
-                   _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
-                                _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
-                   _mm_cmplt_epi8(v, _mm_set1_epi8(0x20))));
-}
-
-#endif
-
-
 /* the first byte from p on that needs attention, or end */
 
 static inline const u_char *
@@ -168,6 +143,18 @@ ngx_http_llm_json_special(const u_char *p, const u_char *end)
 {
 #if defined(__SSE2__)
     uint64_t  mask;
+
+    /* most strings are short: one block first */
+
+    if (end - p >= 16) {
+        mask = ngx_http_llm_json_mask(_mm_loadu_si128((const __m128i *) p));
+
+        if (mask) {
+            return p + __builtin_ctzll(mask);
+        }
+
+        p += 16;
+    }
 
     while (end - p >= 64) {
         mask = ngx_http_llm_json_mask(_mm_loadu_si128((const __m128i *) p))
@@ -1209,7 +1196,7 @@ value:
 
     case '"':
         escaped = 0;
-        p = ngx_http_llm_json_scan_string(p + 1, end, &escaped, err);
+        p = ngx_http_llm_json_string_end(p + 1, end, &escaped, err);
 
         if (p == NULL) {
             return NULL;
@@ -1256,7 +1243,7 @@ key:
     }
 
     escaped = 0;
-    p = ngx_http_llm_json_scan_string(p + 1, end, &escaped, err);
+    p = ngx_http_llm_json_string_end(p + 1, end, &escaped, err);
 
     if (p == NULL) {
         return NULL;
@@ -1474,7 +1461,7 @@ ngx_http_llm_json_next(ngx_http_llm_json_cur_t *cur, unsigned *first,
     }
 
     key->escaped = 0;
-    q = ngx_http_llm_json_scan_string(p + 1, cur->end, &key->escaped, &err);
+    q = ngx_http_llm_json_string_end(p + 1, cur->end, &key->escaped, &err);
 
     if (q == NULL) {
         return ngx_http_llm_json_fail(cur);
@@ -1498,6 +1485,7 @@ ngx_http_llm_json_next(ngx_http_llm_json_cur_t *cur, unsigned *first,
 int
 ngx_http_llm_json_skip(ngx_http_llm_json_cur_t *cur)
 {
+    unsigned                    escaped;
     const u_char               *p;
     ngx_http_llm_json_error_t   err;
 
@@ -1505,7 +1493,24 @@ ngx_http_llm_json_skip(ngx_http_llm_json_cur_t *cur)
         return -1;
     }
 
-    p = ngx_http_llm_json_skip_value(cur->p, cur->end,
+    p = ngx_http_llm_json_skip_ws(cur->p, cur->end);
+
+    if (p < cur->end && *p == '"') {
+        /* the most common value skipped */
+
+        escaped = 0;
+        p = ngx_http_llm_json_string_end(p + 1, cur->end, &escaped, &err);
+
+        if (p == NULL) {
+            return ngx_http_llm_json_fail(cur);
+        }
+
+        cur->p = p + 1;
+
+        return 0;
+    }
+
+    p = ngx_http_llm_json_skip_value(p, cur->end,
                                      NGX_HTTP_LLM_JSON_MAX_DEPTH - cur->depth,
                                      &err);
     if (p == NULL) {
@@ -1537,7 +1542,7 @@ ngx_http_llm_json_get_string(ngx_http_llm_json_cur_t *cur,
     }
 
     s->escaped = 0;
-    q = ngx_http_llm_json_scan_string(cur->p + 1, cur->end, &s->escaped, &err);
+    q = ngx_http_llm_json_string_end(cur->p + 1, cur->end, &s->escaped, &err);
 
     if (q == NULL) {
         return ngx_http_llm_json_fail(cur);

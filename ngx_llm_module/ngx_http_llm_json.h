@@ -24,6 +24,10 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #ifndef XXH_INLINE_ALL
 #define XXH_INLINE_ALL
 #endif
@@ -225,6 +229,59 @@ ngx_http_llm_json_skip_ws(const u_char *p, const u_char *end)
     }
 
     return p;
+}
+
+
+#if defined(__SSE2__)
+
+/*
+ * The bytes of 16 that need attention in a string: '"', '\', and, with
+ * one signed compare, both the control characters and the bytes >= 0x80
+ * (negative as signed chars).
+ */
+
+static inline uint64_t
+ngx_http_llm_json_mask(__m128i v)
+{
+    return (uint64_t) _mm_movemask_epi8(
+               _mm_or_si128(
+                   _mm_or_si128(_mm_cmpeq_epi8(v, _mm_set1_epi8('"')),
+                                _mm_cmpeq_epi8(v, _mm_set1_epi8('\\'))),
+                   _mm_cmplt_epi8(v, _mm_set1_epi8(0x20))));
+}
+
+#endif
+
+
+/*
+ * ngx_http_llm_json_scan_string() with the common case inlined: a short
+ * string without escapes or non-ASCII bytes ends in the first 32 bytes.
+ */
+
+static inline const u_char *
+ngx_http_llm_json_string_end(const u_char *p, const u_char *end,
+    unsigned *escaped, ngx_http_llm_json_error_t *err)
+{
+#if defined(__SSE2__)
+    unsigned  i;
+    uint64_t  mask;
+
+    for (i = 0; i < 2 && end - p >= 16; i++) {
+        mask = ngx_http_llm_json_mask(_mm_loadu_si128((const __m128i *) p));
+
+        if (mask) {
+            if (p[__builtin_ctzll(mask)] == '"') {
+                return p + __builtin_ctzll(mask);
+            }
+
+            break;
+        }
+
+        p += 16;
+    }
+#endif
+
+    return ngx_http_llm_json_scan_string(p, end, escaped, err);
 }
 
 

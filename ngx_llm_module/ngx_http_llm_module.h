@@ -18,6 +18,8 @@
 
 #include "ngx_http_llm_inspect.h"
 #include "ngx_http_llm_event.h"
+#include "ngx_http_llm_cache.h"
+#include "ngx_http_llm_limit.h"
 
 
 #define NGX_HTTP_LLM_API_AUTO           0xff
@@ -54,6 +56,8 @@ typedef struct {
     ngx_flag_t                  stream_usage;
     size_t                      response_max_size;
     size_t                      sse_event_max_size;
+    ngx_http_llm_cache_conf_t   cache;
+    ngx_http_llm_limit_conf_t   limit;
 } ngx_http_llm_loc_conf_t;
 
 
@@ -63,6 +67,7 @@ typedef struct {
 
     ngx_str_t                   model;          /* unescaped, in r->pool */
     ngx_str_t                   key_hash;       /* 12 hex chars or empty */
+    uint64_t                    key_id;         /* XXH3-64 of the key, 0 */
 
     ngx_int_t                   status;         /* phase handler result */
 
@@ -76,6 +81,9 @@ typedef struct {
     size_t                      content_bytes;
     ngx_uint_t                  events;
     ngx_buf_t                  *json;           /* non-streaming body */
+
+    ngx_http_llm_cache_ctx_t   *cache;          /* response cache state */
+    ngx_http_llm_limit_ctx_t    limit;          /* rate limit holds */
 
     /* event-aligned output when the usage-only chunk is stripped */
     ngx_buf_t                  *pending;        /* partial event bytes */
@@ -97,6 +105,7 @@ typedef struct {
     unsigned                    error_event:1;
     unsigned                    ended:1;        /* we closed the stream */
     unsigned                    finalized:1;    /* usage settled */
+    unsigned                    cache_hit:1;    /* answered by the cache */
     unsigned                    outcome:3;
     unsigned                    usage_source:2;
 } ngx_http_llm_ctx_t;
@@ -116,6 +125,18 @@ ngx_int_t ngx_http_llm_sse_init_filters(ngx_conf_t *cf);
 ngx_int_t ngx_http_llm_usage_log_handler(ngx_http_request_t *r);
 void ngx_http_llm_usage_settle(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
+
+/* limit: admission, settle, in-stream metering and cut-off */
+ngx_int_t ngx_http_llm_limit_admit(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_limit_settle(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_limit_meter(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_limit_release_tokens(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+ngx_chain_t *ngx_http_llm_limit_cutoff(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+ngx_int_t ngx_http_llm_limit_drain(ngx_chain_t *in);
 
 /* variables */
 ngx_int_t ngx_http_llm_add_variables(ngx_conf_t *cf);

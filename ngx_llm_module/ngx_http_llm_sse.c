@@ -37,6 +37,7 @@ static ngx_chain_t *ngx_http_llm_sse_terminator(ngx_http_request_t *r,
 static ngx_int_t ngx_http_llm_json_collect(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_chain_t *in);
 static size_t ngx_http_llm_strip_usage_null(u_char *p, size_t len);
+static u_char *ngx_http_llm_sse_grow(ngx_http_llm_sse_t *sse, size_t size);
 static int ngx_http_llm_sse_event(ngx_http_llm_sse_t *sse, const u_char *name,
     size_t name_len, const u_char *data, size_t len, uint64_t start,
     uint64_t end);
@@ -64,7 +65,6 @@ ngx_http_llm_sse_init_filters(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_llm_header_filter(ngx_http_request_t *r)
 {
-    u_char                   *buf;
     ngx_http_llm_ctx_t       *ctx;
     ngx_http_llm_loc_conf_t  *llcf;
 
@@ -74,7 +74,7 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
 
-    if (ctx == NULL || !ctx->inspected) {
+    if (ctx == NULL || !ctx->inspected || ctx->cache_hit) {
         return ngx_http_next_header_filter(r);
     }
 
@@ -90,13 +90,11 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
     {
         ctx->sse_response = 1;
 
-        buf = ngx_pnalloc(r->pool, llcf->sse_event_max_size);
-        if (buf == NULL) {
-            return NGX_ERROR;
-        }
+        /* the event buffer is allocated as events need it */
 
-        ngx_http_llm_sse_init(&ctx->sse, buf, llcf->sse_event_max_size,
+        ngx_http_llm_sse_init(&ctx->sse, NULL, llcf->sse_event_max_size,
                               ngx_http_llm_sse_event, r);
+        ctx->sse.grow = ngx_http_llm_sse_grow;
 
         if (r->upstream) {
             /* events must never wait in proxy buffers */
@@ -134,7 +132,7 @@ ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
 
-    if (ctx == NULL || !ctx->inspected) {
+    if (ctx == NULL || !ctx->inspected || ctx->cache_hit) {
         return ngx_http_next_body_filter(r, in);
     }
 
@@ -150,11 +148,27 @@ ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_body_filter(r, in);
     }
 
+    if (ctx->limit.cut && ctx->ended) {
+        /* cut off by a rate limit: an error cancels the upstream request */
+        if (ngx_http_llm_limit_drain(in) == NGX_AGAIN) {
+            return NGX_ERROR;
+        }
+
+        return ngx_http_next_body_filter(r, NULL);
+    }
+
     if (!ctx->strip) {
         (void) ngx_http_llm_sse_watch(r, ctx, in);
     }
 
     end = NULL;
+
+    if (ctx->limit.cut && !ctx->ended && !ctx->done) {
+        end = ngx_http_llm_limit_cutoff(r, ctx);
+        if (end == NULL) {
+            return NGX_ERROR;
+        }
+    }
 
     if (!ctx->done && !ctx->ended && !ctx->error_event
         && ngx_http_llm_sse_ended(r, in))
@@ -502,13 +516,14 @@ ngx_http_llm_sse_strip(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
  * Removes ',"usage":null' (or ', "usage": null') that ends a data line:
  * JSON strings cannot hold a raw quote or line break, so the sequence
  * right before the end of a line is the top-level member, nothing else.
+ * One pass from line end to line end; the end of the buffer ends a line.
  */
 
 static size_t
 ngx_http_llm_strip_usage_null(u_char *p, size_t len)
 {
-    size_t   i, n, skip;
-    u_char  *dst, *end, *m;
+    size_t   i, n;
+    u_char  *dst, *end, *line, *eol;
 
     static ngx_str_t  spellings[] = {
         ngx_string(",\"usage\":null}"),
@@ -518,41 +533,50 @@ ngx_http_llm_strip_usage_null(u_char *p, size_t len)
     end = p + len;
     dst = p;
 
-    for ( ;; ) {
-        m = NULL;
-        skip = 0;
+    /* p: the first byte not yet moved; the bytes from line on are intact */
+
+    for (line = p; /* void */; line = eol + 1) {
+        eol = (u_char *) ngx_http_llm_sse_eol(line, end);
 
         for (i = 0; i < 2; i++) {
-            u_char  *f;
+            n = spellings[i].len;
 
-            f = memmem(p, end - p, spellings[i].data, spellings[i].len);
+            if ((size_t) (eol - line) >= n
+                && ngx_memcmp(eol - n, spellings[i].data, n) == 0)
+            {
+                /* all but the '}' goes */
 
-            if (f && (m == NULL || f < m)) {
-                m = f;
-                skip = spellings[i].len - 1;    /* keep the '}' */
+                if (dst != p) {
+                    ngx_memmove(dst, p, eol - n - p);
+                }
+
+                dst += eol - n - p;
+                p = eol - 1;
+                break;
             }
         }
 
-        if (m == NULL) {
+        if (eol == end) {
             break;
         }
-
-        n = m - p;
-
-        if (m + skip + 1 < end && m[skip + 1] != '\n' && m[skip + 1] != '\r')
-        {
-            /* not at the end of a line: keep it */
-            n += skip + 1;
-            skip = 0;
-        }
-
-        dst = ngx_movemem(dst, p, n);
-        p += n + skip;
     }
 
-    dst = ngx_movemem(dst, p, end - p);
+    if (dst != p) {
+        ngx_memmove(dst, p, end - p);
+    }
+
+    dst += end - p;
 
     return dst - (end - len);
+}
+
+
+static u_char *
+ngx_http_llm_sse_grow(ngx_http_llm_sse_t *sse, size_t size)
+{
+    ngx_http_request_t  *r = sse->data;
+
+    return ngx_pnalloc(r->pool, size);
 }
 
 
@@ -687,6 +711,8 @@ ngx_http_llm_sse_event(ngx_http_llm_sse_t *sse, const u_char *name,
 
     ctx->events++;
 
+    ngx_http_llm_cache_event(r, name, name_len, data, len);
+
     ngx_http_llm_event_analyze((int) ctx->api, name, name_len, data, len,
                                &info);
 
@@ -700,6 +726,10 @@ ngx_http_llm_sse_event(ngx_http_llm_sse_t *sse, const u_char *name,
     }
 
     ctx->content_bytes += info.content_bytes;
+
+    if (info.content_bytes && ctx->limit.nholds) {
+        ngx_http_llm_limit_meter(r, ctx);
+    }
 
     if (info.usage) {
         ngx_http_llm_usage_merge(&ctx->usage, &info.u);

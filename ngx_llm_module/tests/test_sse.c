@@ -508,6 +508,164 @@ test_long_stream(void **state)
 }
 
 
+/* storage that grows as events need it, as the module allocates it */
+
+typedef struct {
+    u_char                      bufs[8][4096];
+    size_t                      sizes[8];
+    unsigned                    n;
+    unsigned                    fail_after;     /* 0: never fails */
+    size_t                      lens[8];
+    unsigned                    truncated[8];
+    unsigned                    events;
+    int                         intact;         /* data as sent */
+} grow_rec_t;
+
+
+static u_char *
+grow_alloc(ngx_http_llm_sse_t *sse, size_t size)
+{
+    grow_rec_t  *g;
+
+    g = sse->data;
+
+    assert_true(size <= sse->cap && size > sse->size);
+
+    if (g->fail_after && g->n == g->fail_after) {
+        return NULL;
+    }
+
+    assert_true(g->n < 8);
+    g->sizes[g->n] = size;
+
+    return g->bufs[g->n++];
+}
+
+
+static int
+grow_event(ngx_http_llm_sse_t *sse, const u_char *name, size_t name_len,
+    const u_char *data, size_t len, uint64_t start, uint64_t end)
+{
+    size_t       i;
+    grow_rec_t  *g;
+
+    g = sse->data;
+
+    assert_true(g->events < 8);
+    assert_non_null(data);
+
+    g->lens[g->events] = len;
+    g->truncated[g->events] = sse->truncated;
+    g->events++;
+
+    /* event i is 'a' + i repeated */
+
+    for (i = 0; i < len; i++) {
+        if (data[i] != 'a' + g->events - 1) {
+            g->intact = 0;
+        }
+    }
+
+    return 0;
+}
+
+
+static size_t
+grow_stream(char *s, const size_t *sizes, unsigned n)
+{
+    size_t    len;
+    unsigned  i;
+
+    len = 0;
+
+    for (i = 0; i < n; i++) {
+        len += sprintf(s + len, "data: ");
+        memset(s + len, 'a' + i, sizes[i]);
+        len += sizes[i];
+        len += sprintf(s + len, "\n\n");
+    }
+
+    return len;
+}
+
+
+static void
+test_grow(void **state)
+{
+    char                 s[16384];
+    size_t               len, i;
+    grow_rec_t          *g;
+    ngx_http_llm_sse_t   sse;
+
+    static const size_t  sizes[] = { 0, 10, 1500, 5000, 20 };
+
+    len = grow_stream(s, sizes, 5);
+
+    g = calloc(1, sizeof(grow_rec_t));
+    assert_non_null(g);
+
+    /* fed byte by byte: appends of one byte */
+
+    g->intact = 1;
+    ngx_http_llm_sse_init(&sse, NULL, 4096, grow_event, g);
+    sse.grow = grow_alloc;
+
+    for (i = 0; i < len; i++) {
+        assert_int_equal(ngx_http_llm_sse_feed(&sse, (u_char *) s + i, 1), 0);
+    }
+
+    assert_int_equal(g->events, 5);
+    assert_true(g->intact);
+
+    /* nothing allocated for the empty event; then 1k, doubled, capped */
+    assert_int_equal(g->n, 3);
+    assert_int_equal(g->sizes[0], NGX_HTTP_LLM_SSE_BUF);
+    assert_int_equal(g->sizes[1], 2048);
+    assert_int_equal(g->sizes[2], 4096);
+
+    assert_int_equal(g->lens[0], 0);
+    assert_int_equal(g->lens[1], 10);
+    assert_int_equal(g->lens[2], 1500);
+    assert_int_equal(g->lens[3], 4096);
+    assert_int_equal(g->truncated[3], 1);
+    assert_int_equal(g->lens[4], 20);
+    assert_int_equal(g->truncated[4], 0);
+
+    /* fed whole: one append asks for what the event needs at once */
+
+    memset(g, 0, sizeof(grow_rec_t));
+    g->intact = 1;
+    ngx_http_llm_sse_init(&sse, NULL, 4096, grow_event, g);
+    sse.grow = grow_alloc;
+
+    assert_int_equal(ngx_http_llm_sse_feed(&sse, (u_char *) s, len), 0);
+    assert_int_equal(g->events, 5);
+    assert_true(g->intact);
+    assert_int_equal(g->n, 3);
+    assert_int_equal(g->sizes[1], 1500);
+    assert_int_equal(g->lens[3], 4096);
+
+    /* no memory: the event is cut where storage ended, later ones fit */
+
+    memset(g, 0, sizeof(grow_rec_t));
+    g->intact = 1;
+    g->fail_after = 1;
+    ngx_http_llm_sse_init(&sse, NULL, 4096, grow_event, g);
+    sse.grow = grow_alloc;
+
+    assert_int_equal(ngx_http_llm_sse_feed(&sse, (u_char *) s, len), 0);
+    assert_int_equal(g->events, 5);
+    assert_true(g->intact);
+    assert_int_equal(g->lens[1], 10);
+    assert_int_equal(g->lens[2], NGX_HTTP_LLM_SSE_BUF);
+    assert_int_equal(g->truncated[2], 1);
+    assert_int_equal(g->lens[4], 20);
+    assert_int_equal(g->truncated[4], 0);
+
+    free(g);
+}
+
+
 int
 main(void)
 {
@@ -519,6 +677,7 @@ main(void)
         cmocka_unit_test(test_truncation),
         cmocka_unit_test(test_handler_stop),
         cmocka_unit_test(test_long_stream),
+        cmocka_unit_test(test_grow),
     };
 
     return cmocka_run_group_tests_name("sse", tests, NULL, NULL);

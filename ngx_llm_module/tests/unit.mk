@@ -25,11 +25,15 @@ LLM_FUZZ_CC      ?= clang
 FUZZ_SECONDS     ?= 30
 
 LLM_UNIT_SRCS    := $(LLM_MOD_DIR)/ngx_http_llm_json.c \
+                    $(LLM_MOD_DIR)/ngx_http_llm_assemble.c \
                     $(LLM_MOD_DIR)/ngx_http_llm_inspect.c \
-                    $(LLM_MOD_DIR)/ngx_http_llm_event.c
+                    $(LLM_MOD_DIR)/ngx_http_llm_event.c \
+                    $(LLM_MOD_DIR)/ngx_http_llm_limiter.c
 LLM_UNIT_HDRS    := $(LLM_MOD_DIR)/ngx_http_llm_json.h \
+                    $(LLM_MOD_DIR)/ngx_http_llm_assemble.h \
                     $(LLM_MOD_DIR)/ngx_http_llm_inspect.h \
                     $(LLM_MOD_DIR)/ngx_http_llm_event.h \
+                    $(LLM_MOD_DIR)/ngx_http_llm_limiter.h \
                     $(LLM_TEST_DIR)/llm_test.h \
                     $(LLM_TEST_DIR)/llm_test_body.h
 
@@ -44,7 +48,8 @@ LLM_ASAN_CFLAGS  := -std=gnu99 -O1 -g -fno-omit-frame-pointer \
 LLM_FUZZ_CFLAGS  := -std=gnu99 -O1 -g -fsanitize=fuzzer,address,undefined \
                     -fno-sanitize-recover=undefined -I$(LLM_MOD_DIR)
 
-LLM_UNIT_TESTS   := test_json test_inspect test_event test_sse
+LLM_UNIT_TESTS   := test_json test_inspect test_event test_sse test_assemble \
+                    test_limiter
 LLM_UNIT_BINS    := $(addprefix $(LLM_UNIT_DIR)/,$(LLM_UNIT_TESTS))
 LLM_ASAN_BINS    := $(addprefix $(LLM_UNIT_DIR)/asan/,$(LLM_UNIT_TESTS))
 LLM_NGX_OBJS     := $(patsubst $(LLM_MOD_DIR)/%.c,$(LLM_UNIT_DIR)/ngx/%.o,\

@@ -1,0 +1,42 @@
+# ngx_llm: fuzzing beyond `make fuzz` (ngx_llm_module/tests/unit.mk builds
+# the targets and runs each for FUZZ_SECONDS). Included by the Makefile.
+#
+#   make fuzz-runs      each target until FUZZ_RUNS executions (default
+#                       10M, the goal of issue 9) or FUZZ_MAX_SECONDS;
+#                       prints the executions done, fails on a crash
+#   make fuzz-regress   replays the seed corpus and every saved crash
+#                       (fuzz/corpus/<target>/) once: a quick regression
+#                       check for CI
+#
+# A crash lands in build/fuzz/<target>-crash-*: copy it into
+# fuzz/corpus/<target>/ (named regress-*) once fixed, so fuzz-regress keeps
+# replaying it.
+
+FUZZ_RUNS        ?= 10000000
+FUZZ_MAX_SECONDS ?= 3600
+
+.PHONY: fuzz-runs fuzz-regress
+
+
+fuzz-runs: $(LLM_FUZZ_BINS)
+	@for t in $(LLM_FUZZ_TARGETS); do \
+	    mkdir -p $(LLM_FUZZ_DIR)/corpus/$$t; \
+	    $(LLM_FUZZ_DIR)/$$t -runs=$(FUZZ_RUNS) \
+	        -max_total_time=$(FUZZ_MAX_SECONDS) -print_final_stats=1 \
+	        -artifact_prefix=$(LLM_FUZZ_DIR)/$$t- \
+	        $(LLM_FUZZ_DIR)/corpus/$$t fuzz/corpus/$$t \
+	        > $(LLM_FUZZ_DIR)/$$t.log 2>&1 \
+	    || { tail -40 $(LLM_FUZZ_DIR)/$$t.log; exit 1; }; \
+	    echo "fuzz-runs: $$t: $$(sed -n \
+	        's/^stat::number_of_executed_units: *//p' \
+	        $(LLM_FUZZ_DIR)/$$t.log) executions, no crash"; \
+	done
+
+fuzz-regress: $(LLM_FUZZ_BINS)
+	@for t in $(LLM_FUZZ_TARGETS); do \
+	    $(LLM_FUZZ_DIR)/$$t -runs=0 fuzz/corpus/$$t > /dev/null 2>&1 \
+	    || { echo "fuzz-regress: $$t fails on its corpus:"; \
+	         $(LLM_FUZZ_DIR)/$$t -runs=0 fuzz/corpus/$$t 2>&1 | tail -30; \
+	         exit 1; }; \
+	    echo "fuzz-regress: $$t: $$(ls fuzz/corpus/$$t | wc -l) inputs ok"; \
+	done
