@@ -27,7 +27,16 @@
  * requests that find the lock wait, polling the zone on a timer, and are
  * served from the stored answer once it is there. When the lock expires
  * or the leader ends without storing, the next waiter becomes the leader.
- * Waiters get the answer when it is complete, not while it streams.
+ *
+ * Live streams: a leader whose upstream answers with SSE appends every
+ * event it sees to a buffer hung on its lock node (the "live" buffer,
+ * records of name and data, at most max_entry bytes). A waiter that asks
+ * for a stream and finds a live buffer becomes a follower: it sends its
+ * headers at once and, on its timer, renders the records appended since
+ * its last visit as SSE (less the OpenAI usage chunk if it did not ask
+ * for it). The leader marks the end: complete (stored), ended (whole but
+ * not stored) or failed (torn: followers close with an error event). A
+ * live buffer is freed with its node, or by its last reader once ended.
  *
  * L2 (llm_cache_zone ... redis=): on an L1 miss the request sends a GET
  * through the module's event-driven Redis client and waits for it, at
@@ -58,6 +67,17 @@
 #define NGX_HTTP_LLM_CACHE_PACE_CHUNK   16      /* bytes a paced event */
 #define NGX_HTTP_LLM_CACHE_CHUNK        1024    /* bytes an event */
 #define NGX_HTTP_LLM_CACHE_EVICT_MAX    64
+#define NGX_HTTP_LLM_CACHE_POLL_IDLE    40      /* ms, idle followers */
+
+/* live buffer states */
+#define NGX_HTTP_LLM_LIVE_STREAMING     0
+#define NGX_HTTP_LLM_LIVE_COMPLETE      1       /* stored */
+#define NGX_HTTP_LLM_LIVE_ENDED         2       /* whole, not stored */
+#define NGX_HTTP_LLM_LIVE_FAILED        3       /* torn */
+
+/* a live record: uint32 data length, flags, name length, name, data */
+#define NGX_HTTP_LLM_LIVE_HEAD          6
+#define NGX_HTTP_LLM_LIVE_USAGE_ONLY    0x01
 
 /* L2 keys: the prefix, then the 128-bit L1 key in hex */
 #define NGX_HTTP_LLM_CACHE_L2_PREFIX    "llm:cache:v1:"
@@ -102,6 +122,19 @@ typedef struct {
 } ngx_http_llm_cache_l2_t;
 
 
+/* the events of a stream in progress, in the zone */
+typedef struct {
+    uint64_t                    id;             /* of its leader */
+    u_char                     *data;           /* records */
+    size_t                      len;
+    size_t                      cap;
+    ngx_uint_t                  readers;        /* followers */
+    ngx_uint_t                  state;          /* NGX_HTTP_LLM_LIVE_* */
+    ngx_uint_t                  overflow;       /* max_entry reached */
+    ngx_http_llm_usage_t        usage;          /* when ended */
+} ngx_http_llm_cache_live_t;
+
+
 /* follows the rbtree node's key, in the same allocation */
 typedef struct {
     u_char                      color;
@@ -114,6 +147,7 @@ typedef struct {
     time_t                      expires;
     time_t                      accessed;
     ngx_msec_t                  lock_until;
+    ngx_http_llm_cache_live_t  *live;           /* stream in progress */
     u_char                      data[1];
 } ngx_http_llm_cache_node_t;
 
@@ -137,6 +171,13 @@ struct ngx_http_llm_cache_ctx_s {
     ngx_http_llm_cache_l2_t    *l2;             /* GET in flight */
     ngx_event_t                 l2_timer;
 
+    uint64_t                    live_id;        /* leader: appending */
+    ngx_buf_t                  *live_out;       /* records to append */
+    size_t                      live_total;
+    uint64_t                    follow_id;      /* follower: reading */
+    size_t                      follow_pos;
+    ngx_msec_t                  poll;
+
     unsigned                    sse:1;          /* the client streams */
     unsigned                    include_usage:1;
     unsigned                    store:1;
@@ -147,6 +188,9 @@ struct ngx_http_llm_cache_ctx_s {
     unsigned                    serving:1;      /* we answer, not upstream */
     unsigned                    stale_sent:1;
     unsigned                    l2_tried:1;
+    unsigned                    live_overflow:1;
+    unsigned                    live_marked:1;  /* overflow told */
+    unsigned                    openai:1;       /* OpenAI stream format */
 };
 
 
@@ -196,7 +240,26 @@ static void ngx_http_llm_cache_l2_set_reply(ngx_http_llm_redis_t *rd,
 static void ngx_http_llm_cache_l2_down(ngx_http_llm_cache_shctx_t *shctx,
     ngx_log_t *log, const char *why);
 static void ngx_http_llm_cache_cleanup(void *data);
-static void ngx_http_llm_cache_unlock(ngx_http_llm_cache_ctx_t *c);
+static void ngx_http_llm_cache_unlock(ngx_http_llm_cache_ctx_t *c,
+    ngx_uint_t state, ngx_http_llm_usage_t *usage);
+static void ngx_http_llm_cache_live_start(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_cache_ctx_t *c);
+static void ngx_http_llm_cache_live_add(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_cache_ctx_t *c, const u_char *name,
+    size_t name_len, const u_char *data, size_t len);
+static void ngx_http_llm_cache_live_flush(ngx_http_request_t *r,
+    ngx_http_llm_cache_ctx_t *c);
+static void ngx_http_llm_cache_live_end(ngx_http_llm_cache_shctx_t *shctx,
+    ngx_http_llm_cache_node_t *cn, ngx_http_llm_cache_ctx_t *c,
+    ngx_uint_t state, ngx_http_llm_usage_t *usage);
+static void ngx_http_llm_cache_live_free(ngx_http_llm_cache_shctx_t *shctx,
+    ngx_http_llm_cache_live_t *live);
+static void ngx_http_llm_cache_live_leave(ngx_http_llm_cache_ctx_t *c);
+static ngx_int_t ngx_http_llm_cache_follow(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_cache_ctx_t *c);
+static void ngx_http_llm_cache_follow_handler(ngx_event_t *ev);
+static ngx_chain_t *ngx_http_llm_cache_follow_render(ngx_http_request_t *r,
+    ngx_http_llm_cache_ctx_t *c, u_char *p, size_t len, ngx_uint_t state);
 static ngx_int_t ngx_http_llm_cache_serve(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_cache_ctx_t *c);
 static void ngx_http_llm_cache_account(ngx_http_llm_ctx_t *ctx,
@@ -729,6 +792,11 @@ ngx_http_llm_cache_delete(ngx_http_llm_cache_shctx_t *shctx,
     node = (ngx_rbtree_node_t *)
                ((u_char *) cn - offsetof(ngx_rbtree_node_t, color));
 
+    if (cn->live) {
+        ngx_http_llm_cache_live_free(shctx, cn->live);
+        cn->live = NULL;
+    }
+
     ngx_queue_remove(&cn->queue);
     ngx_rbtree_delete(&shctx->sh->rbtree, node);
     ngx_slab_free_locked(shctx->shpool, node);
@@ -868,6 +936,7 @@ ngx_http_llm_cache_handler(ngx_http_request_t *r)
     c->shctx = conf->shm_zone->data;
     c->sse = (ctx->req.stream == 1);
     c->include_usage = (ctx->req.include_usage == 1);
+    c->openai = !NGX_HTTP_LLM_IS_ANTHROPIC(ctx->api);
     c->timer.handler = ngx_http_llm_cache_wait_handler;
     c->timer.data = r;
     c->timer.log = r->connection->log;
@@ -1105,6 +1174,21 @@ ngx_http_llm_cache_lookup(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     if (conf->lock && cn && cn->updating
         && (ngx_msec_int_t) (cn->lock_until - ngx_current_msec) > 0)
     {
+        if (c->sse && cn->live && !cn->live->overflow
+            && cn->live->state == NGX_HTTP_LLM_LIVE_STREAMING
+            && !(c->stale && (conf->use_stale & NGX_HTTP_LLM_STALE_UPDATING)))
+        {
+            /* the leader streams: follow it live */
+
+            cn->live->readers++;
+            c->follow_id = cn->live->id;
+            shctx->sh->hits++;
+
+            ngx_shmtx_unlock(&shctx->shpool->mutex);
+
+            return ngx_http_llm_cache_follow(r, ctx, c);
+        }
+
         ngx_shmtx_unlock(&shctx->shpool->mutex);
 
         if (c->stale && (conf->use_stale & NGX_HTTP_LLM_STALE_UPDATING)) {
@@ -1262,15 +1346,23 @@ ngx_http_llm_cache_cleanup(void *data)
     }
 
     if (c->leader && !c->stored) {
-        ngx_http_llm_cache_unlock(c);
+        ngx_http_llm_cache_unlock(c, NGX_HTTP_LLM_LIVE_FAILED, NULL);
+    }
+
+    if (c->follow_id) {
+        ngx_http_llm_cache_live_leave(c);
     }
 }
 
 
-/* a leader that will not store gives the lock up */
+/*
+ * A leader that will not store gives the lock up; its live buffer, if
+ * any, ends in the state given and stays while followers read it.
+ */
 
 static void
-ngx_http_llm_cache_unlock(ngx_http_llm_cache_ctx_t *c)
+ngx_http_llm_cache_unlock(ngx_http_llm_cache_ctx_t *c, ngx_uint_t state,
+    ngx_http_llm_usage_t *usage)
 {
     ngx_http_llm_cache_node_t   *cn;
     ngx_http_llm_cache_shctx_t  *shctx;
@@ -1282,8 +1374,14 @@ ngx_http_llm_cache_unlock(ngx_http_llm_cache_ctx_t *c)
 
     cn = ngx_http_llm_cache_find(shctx, c->key);
 
+    if (cn && c->live_id) {
+        ngx_http_llm_cache_live_end(shctx, cn, c, state, usage);
+    }
+
+    c->live_id = 0;
+
     if (cn && cn->updating) {
-        if (cn->len == 0) {
+        if (cn->len == 0 && cn->live == NULL) {
             ngx_http_llm_cache_delete(shctx, cn);
 
         } else {
@@ -1676,6 +1774,12 @@ ngx_http_llm_cache_store(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     shctx->sh->stores++;
 
+    if (c->live_id) {
+        ngx_http_llm_cache_live_end(shctx, cn, c, NGX_HTTP_LLM_LIVE_COMPLETE,
+                                    &ctx->usage);
+        c->live_id = 0;
+    }
+
     ngx_shmtx_unlock(&shctx->shpool->mutex);
 
     c->stored = 1;
@@ -1692,19 +1796,32 @@ static ngx_http_llm_cache_node_t *
 ngx_http_llm_cache_put(ngx_http_llm_cache_shctx_t *shctx, uint64_t *key,
     u_char *data, size_t len, time_t created, time_t expires)
 {
+    ngx_http_llm_cache_live_t  *live;
     ngx_http_llm_cache_node_t  *cn;
+
+    live = NULL;
 
     cn = ngx_http_llm_cache_find(shctx, key);
 
     if (cn) {
+        /* a live stream goes on in the new node, for its followers */
+        live = cn->live;
+        cn->live = NULL;
+
         ngx_http_llm_cache_delete(shctx, cn);
     }
 
     cn = ngx_http_llm_cache_alloc(shctx, key, len);
 
     if (cn == NULL) {
+        if (live) {
+            ngx_http_llm_cache_live_free(shctx, live);
+        }
+
         return NULL;
     }
+
+    cn->live = live;
 
     ngx_memcpy(cn->data, data, len);
 
@@ -2144,14 +2261,656 @@ ngx_http_llm_cache_event(ngx_http_request_t *r, const u_char *name,
 
     ctx = ngx_http_llm_get_ctx(r);
 
-    if (ctx == NULL || ctx->cache == NULL || ctx->cache->msg == NULL
-        || !ctx->cache->store)
-    {
+    if (ctx == NULL || ctx->cache == NULL) {
+        return;
+    }
+
+    if (ctx->cache->live_id) {
+        ngx_http_llm_cache_live_add(r, ctx, ctx->cache, name, name_len,
+                                    data, len);
+    }
+
+    if (ctx->cache->msg == NULL || !ctx->cache->store) {
         return;
     }
 
     (void) ngx_http_llm_msg_event(ctx->cache->msg, name, name_len, data,
                                   len);
+}
+
+
+/* live streams: the leader's side */
+
+
+static void
+ngx_http_llm_cache_live_start(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_cache_ctx_t *c)
+{
+    ngx_http_llm_cache_live_t   *live;
+    ngx_http_llm_cache_node_t   *cn;
+    ngx_http_llm_cache_shctx_t  *shctx;
+
+    static uint32_t  seq;
+
+    shctx = c->shctx;
+
+    ngx_shmtx_lock(&shctx->shpool->mutex);
+
+    cn = ngx_http_llm_cache_find(shctx, c->key);
+
+    if (cn == NULL || !cn->updating) {
+        ngx_shmtx_unlock(&shctx->shpool->mutex);
+        return;
+    }
+
+    if (cn->live) {
+        /* an earlier leader's, given up: its followers end */
+        ngx_http_llm_cache_live_free(shctx, cn->live);
+        cn->live = NULL;
+    }
+
+    live = ngx_slab_calloc_locked(shctx->shpool,
+                                  sizeof(ngx_http_llm_cache_live_t));
+    if (live == NULL) {
+        ngx_shmtx_unlock(&shctx->shpool->mutex);
+
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "llm cache zone \"%V\" is full, identical requests "
+                      "waiting for this stream get it when it is complete: "
+                      "increase the zone size", &shctx->name);
+        return;
+    }
+
+    live->id = ((uint64_t) ngx_pid << 32) | ++seq;
+    cn->live = live;
+
+    ngx_shmtx_unlock(&shctx->shpool->mutex);
+
+    c->live_id = live->id;
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "llm cache: live stream started");
+}
+
+
+/* one event into the records waiting for the next flush */
+
+static void
+ngx_http_llm_cache_live_add(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_cache_ctx_t *c, const u_char *name, size_t name_len,
+    const u_char *data, size_t len)
+{
+    size_t                      need, used, size;
+    u_char                     *p, flags;
+    uint32_t                    n;
+    ngx_buf_t                  *b;
+    ngx_http_llm_event_info_t   info;
+
+    if (c->live_overflow) {
+        return;
+    }
+
+    need = NGX_HTTP_LLM_LIVE_HEAD + name_len + len;
+
+    if (name_len > 255 || c->live_total + need > c->shctx->max_entry) {
+        c->live_overflow = 1;
+        return;
+    }
+
+    flags = 0;
+
+    if (c->openai) {
+        ngx_http_llm_event_analyze((int) ctx->api, name, name_len, data, len,
+                                   &info);
+
+        if (info.usage_only) {
+            flags |= NGX_HTTP_LLM_LIVE_USAGE_ONLY;
+        }
+    }
+
+    b = c->live_out;
+    used = b ? (size_t) (b->last - b->pos) : 0;
+
+    if (b == NULL || (size_t) (b->end - b->last) < need) {
+        size = ngx_max(2 * (used + need), 4096);
+
+        p = ngx_pnalloc(r->pool, size);
+        if (p == NULL) {
+            c->live_overflow = 1;
+            return;
+        }
+
+        if (b == NULL) {
+            b = ngx_calloc_buf(r->pool);
+            if (b == NULL) {
+                c->live_overflow = 1;
+                return;
+            }
+
+            c->live_out = b;
+
+        } else if (used) {
+            ngx_memcpy(p, b->pos, used);
+        }
+
+        b->start = p;
+        b->pos = p;
+        b->last = p + used;
+        b->end = p + size;
+        b->temporary = 1;
+    }
+
+    n = (uint32_t) len;
+
+    p = b->last;
+    ngx_memcpy(p, &n, sizeof(uint32_t));
+    p[4] = flags;
+    p[5] = (u_char) name_len;
+    p = ngx_cpymem(p + NGX_HTTP_LLM_LIVE_HEAD, name, name_len);
+    b->last = ngx_cpymem(p, data, len);
+
+    c->live_total += need;
+}
+
+
+/* the records of this upstream read into the zone, one lock */
+
+static void
+ngx_http_llm_cache_live_flush(ngx_http_request_t *r,
+    ngx_http_llm_cache_ctx_t *c)
+{
+    size_t                       n, cap;
+    u_char                      *p;
+    ngx_uint_t                   overflow;
+    ngx_http_llm_loc_conf_t     *llcf;
+    ngx_http_llm_cache_live_t   *live;
+    ngx_http_llm_cache_node_t   *cn;
+    ngx_http_llm_cache_shctx_t  *shctx;
+
+    n = c->live_out ? (size_t) (c->live_out->last - c->live_out->pos) : 0;
+    overflow = c->live_overflow && !c->live_marked;
+
+    if (n == 0 && !overflow) {
+        return;
+    }
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
+    shctx = c->shctx;
+
+    ngx_shmtx_lock(&shctx->shpool->mutex);
+
+    cn = ngx_http_llm_cache_find(shctx, c->key);
+    live = cn ? cn->live : NULL;
+
+    if (live == NULL || live->id != c->live_id) {
+        /* evicted, or another leader took over after lock_timeout */
+        ngx_shmtx_unlock(&shctx->shpool->mutex);
+
+        c->live_id = 0;
+
+        ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "llm cache: live stream lost");
+        return;
+    }
+
+    if (n && !live->overflow && live->len + n > live->cap) {
+        cap = ngx_max(ngx_max(2 * live->cap, live->len + n), 4096);
+        cap = ngx_min(cap, shctx->max_entry);
+
+        p = ngx_slab_alloc_locked(shctx->shpool, cap);
+
+        if (p == NULL) {
+            overflow = 1;
+
+        } else {
+            if (live->data) {
+                ngx_memcpy(p, live->data, live->len);
+                ngx_slab_free_locked(shctx->shpool, live->data);
+            }
+
+            live->data = p;
+            live->cap = cap;
+        }
+    }
+
+    if (overflow) {
+        live->overflow = 1;
+    }
+
+    if (n && !live->overflow) {
+        ngx_memcpy(live->data + live->len, c->live_out->pos, n);
+        live->len += n;
+    }
+
+    /* a streaming leader keeps its lock: lock_timeout bounds its silence */
+
+    if (cn->updating) {
+        cn->lock_until = ngx_current_msec + llcf->cache.lock_timeout;
+    }
+
+    ngx_shmtx_unlock(&shctx->shpool->mutex);
+
+    if (c->live_out) {
+        c->live_out->pos = c->live_out->start;
+        c->live_out->last = c->live_out->start;
+    }
+
+    if (overflow && !c->live_marked) {
+        c->live_marked = 1;
+        c->live_overflow = 1;
+
+        ngx_log_error(NGX_LOG_INFO, r->connection->log, 0,
+                      "llm cache live stream exceeds max_entry %uz of zone "
+                      "\"%V\": its followers end with an error event, new "
+                      "waiters get the stored answer", shctx->max_entry,
+                      &shctx->name);
+    }
+}
+
+
+/* called with the zone locked */
+
+static void
+ngx_http_llm_cache_live_end(ngx_http_llm_cache_shctx_t *shctx,
+    ngx_http_llm_cache_node_t *cn, ngx_http_llm_cache_ctx_t *c,
+    ngx_uint_t state, ngx_http_llm_usage_t *usage)
+{
+    ngx_http_llm_cache_live_t  *live;
+
+    live = cn->live;
+
+    if (live == NULL || live->id != c->live_id) {
+        return;
+    }
+
+    live->state = state;
+
+    if (usage) {
+        live->usage = *usage;
+
+    } else {
+        ngx_http_llm_usage_init(&live->usage);
+    }
+
+    if (live->readers == 0) {
+        ngx_http_llm_cache_live_free(shctx, live);
+        cn->live = NULL;
+    }
+}
+
+
+/* called with the zone locked */
+
+static void
+ngx_http_llm_cache_live_free(ngx_http_llm_cache_shctx_t *shctx,
+    ngx_http_llm_cache_live_t *live)
+{
+    if (live->data) {
+        ngx_slab_free_locked(shctx->shpool, live->data);
+    }
+
+    ngx_slab_free_locked(shctx->shpool, live);
+}
+
+
+/* live streams: the followers' side */
+
+
+static void
+ngx_http_llm_cache_live_leave(ngx_http_llm_cache_ctx_t *c)
+{
+    ngx_http_llm_cache_live_t   *live;
+    ngx_http_llm_cache_node_t   *cn;
+    ngx_http_llm_cache_shctx_t  *shctx;
+
+    shctx = c->shctx;
+
+    ngx_shmtx_lock(&shctx->shpool->mutex);
+
+    cn = ngx_http_llm_cache_find(shctx, c->key);
+    live = cn ? cn->live : NULL;
+
+    if (live && live->id == c->follow_id) {
+        live->readers--;
+
+        if (live->readers == 0
+            && live->state != NGX_HTTP_LLM_LIVE_STREAMING)
+        {
+            ngx_http_llm_cache_live_free(shctx, live);
+            cn->live = NULL;
+
+            if (cn->len == 0 && !cn->updating) {
+                ngx_http_llm_cache_delete(shctx, cn);
+            }
+        }
+    }
+
+    ngx_shmtx_unlock(&shctx->shpool->mutex);
+
+    c->follow_id = 0;
+}
+
+
+/* a waiter that asked for a stream joins the leader's, headers first */
+
+static ngx_int_t
+ngx_http_llm_cache_follow(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_http_llm_cache_ctx_t *c)
+{
+    ngx_int_t                 rc;
+    ngx_http_llm_loc_conf_t  *llcf;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
+
+    ngx_log_debug0(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "llm cache: following a live stream");
+
+    c->status = NGX_HTTP_LLM_CACHE_HIT;
+    c->serving = 1;
+    c->stale = 0;
+    c->created = ngx_time();
+    c->follow_pos = 0;
+    c->poll = NGX_HTTP_LLM_CACHE_POLL;
+    c->wait_until = ngx_current_msec + llcf->cache.lock_timeout;
+
+    ctx->cache_hit = 1;
+    ctx->sse_response = 1;
+    ctx->json_response = 0;
+
+    r->headers_out.status = NGX_HTTP_OK;
+    ngx_str_set(&r->headers_out.content_type, "text/event-stream");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+
+    if (ngx_http_llm_cache_headers(r, c) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    r->write_event_handler = ngx_http_request_empty_handler;
+
+    c->timer.handler = ngx_http_llm_cache_follow_handler;
+    r->main->count++;
+    ngx_add_timer(&c->timer, 1);
+
+    return NGX_DONE;
+}
+
+
+static void
+ngx_http_llm_cache_follow_handler(ngx_event_t *ev)
+{
+    size_t                       n;
+    u_char                      *p;
+    ngx_int_t                    rc;
+    ngx_uint_t                   state;
+    ngx_chain_t                 *out;
+    ngx_connection_t            *conn;
+    ngx_http_request_t          *r;
+    ngx_http_llm_ctx_t          *ctx;
+    ngx_http_llm_usage_t         usage;
+    ngx_http_llm_cache_ctx_t    *c;
+    ngx_http_llm_loc_conf_t     *llcf;
+    ngx_http_llm_cache_live_t   *live;
+    ngx_http_llm_cache_node_t   *cn;
+    ngx_http_llm_cache_shctx_t  *shctx;
+
+    r = ev->data;
+    conn = r->connection;
+    ctx = ngx_http_llm_get_ctx(r);
+    c = ctx->cache;
+    shctx = c->shctx;
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
+
+    if (conn->buffered & NGX_HTTP_WRITE_BUFFERED) {
+        /* the client is slower than the stream: nothing read meanwhile */
+
+        rc = ngx_http_output_filter(r, NULL);
+
+        if (rc == NGX_ERROR) {
+            ngx_http_finalize_request(r, NGX_ERROR);
+            goto done;
+        }
+
+        if (conn->buffered & NGX_HTTP_WRITE_BUFFERED) {
+            ngx_add_timer(&c->timer, NGX_HTTP_LLM_CACHE_POLL_IDLE);
+            goto done;
+        }
+    }
+
+    p = NULL;
+    n = 0;
+    ngx_http_llm_usage_init(&usage);
+
+    ngx_shmtx_lock(&shctx->shpool->mutex);
+
+    cn = ngx_http_llm_cache_find(shctx, c->key);
+    live = cn ? cn->live : NULL;
+
+    if (live == NULL || live->id != c->follow_id) {
+        /* evicted, or replaced by a new leader's after a failure */
+        state = NGX_HTTP_LLM_LIVE_FAILED;
+        c->follow_id = 0;
+
+    } else {
+        state = live->state;
+        usage = live->usage;
+        n = live->len - c->follow_pos;
+
+        if (n) {
+            p = ngx_pnalloc(r->pool, n);
+            if (p == NULL) {
+                ngx_shmtx_unlock(&shctx->shpool->mutex);
+                ngx_http_finalize_request(r, NGX_ERROR);
+                goto done;
+            }
+
+            ngx_memcpy(p, live->data + c->follow_pos, n);
+            c->follow_pos += n;
+        }
+
+        if (live->overflow) {
+            /* what came before the limit, then the end */
+            state = n ? NGX_HTTP_LLM_LIVE_STREAMING
+                      : NGX_HTTP_LLM_LIVE_FAILED;
+        }
+    }
+
+    ngx_shmtx_unlock(&shctx->shpool->mutex);
+
+    if (n) {
+        c->poll = NGX_HTTP_LLM_CACHE_POLL;
+        c->wait_until = ngx_current_msec + llcf->cache.lock_timeout;
+
+    } else if (state == NGX_HTTP_LLM_LIVE_STREAMING) {
+
+        if ((ngx_msec_int_t) (c->wait_until - ngx_current_msec) > 0) {
+            /* nothing new: poll less often while the stream is idle */
+            c->poll = ngx_min(2 * c->poll, NGX_HTTP_LLM_CACHE_POLL_IDLE);
+            ngx_add_timer(&c->timer, c->poll);
+            goto done;
+        }
+
+        ngx_log_error(NGX_LOG_WARN, conn->log, 0,
+                      "llm cache live stream silent for "
+                      "llm_cache_lock_timeout %M ms, follower closed with "
+                      "an error event", llcf->cache.lock_timeout);
+
+        state = NGX_HTTP_LLM_LIVE_FAILED;
+    }
+
+    if (state != NGX_HTTP_LLM_LIVE_STREAMING) {
+        if (c->follow_id) {
+            ngx_http_llm_cache_live_leave(c);
+        }
+
+        ctx->end = ngx_current_msec;
+
+        if (state == NGX_HTTP_LLM_LIVE_FAILED) {
+            ctx->ended = 1;
+            ctx->outcome = NGX_HTTP_LLM_OUTCOME_ERROR;
+
+        } else {
+            ctx->done = 1;
+            ctx->outcome = NGX_HTTP_LLM_OUTCOME_COMPLETE;
+            ctx->usage = usage;
+            ctx->usage_source = NGX_HTTP_LLM_USAGE_UPSTREAM;
+        }
+    }
+
+    out = ngx_http_llm_cache_follow_render(r, c, p, n, state);
+    if (out == NULL) {
+        ngx_http_finalize_request(r, NGX_ERROR);
+        goto done;
+    }
+
+    rc = ngx_http_output_filter(r, out);
+
+    if (rc == NGX_ERROR || state != NGX_HTTP_LLM_LIVE_STREAMING) {
+        ngx_http_finalize_request(r, rc);
+        goto done;
+    }
+
+    ngx_add_timer(&c->timer, c->poll);
+
+done:
+
+    ngx_http_run_posted_requests(conn);
+}
+
+
+/*
+ * Records as SSE events in the follower's own form: without the OpenAI
+ * usage chunk (and the "usage":null members) unless it asked for usage;
+ * a torn stream ends with an error event as the stream watcher writes it.
+ */
+
+static ngx_chain_t *
+ngx_http_llm_cache_follow_render(ngx_http_request_t *r,
+    ngx_http_llm_cache_ctx_t *c, u_char *p, size_t len, ngx_uint_t state)
+{
+    size_t        size, dlen, nlen, i;
+    u_char       *q, *d, *e, *nl, *last;
+    uint32_t      n;
+    ngx_str_t    *t;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
+    static ngx_str_t  openai_error = ngx_string(
+        "data: {\"error\":{\"message\":\"The upstream model server "
+        "ended the stream before it was complete.\",\"type\":"
+        "\"server_error\",\"param\":null,\"code\":\"upstream_incomplete\"}}"
+        "\n\ndata: [DONE]\n\n");
+
+    static ngx_str_t  anthropic_error = ngx_string(
+        "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":"
+        "\"api_error\",\"message\":\"The upstream model server ended the "
+        "stream before it was complete.\"}}\n\n");
+
+    static ngx_str_t  usage_null[] = {
+        ngx_string(",\"usage\":null}"),
+        ngx_string(", \"usage\": null}")
+    };
+
+    t = c->openai ? &openai_error : &anthropic_error;
+    last = p + len;
+
+    /* an upper bound: every data line gets "data: " and "\n" */
+
+    size = (state == NGX_HTTP_LLM_LIVE_FAILED) ? t->len : 0;
+
+    for (q = p; q < last; q = d + n) {
+        ngx_memcpy(&n, q, sizeof(uint32_t));
+        nlen = q[5];
+        d = q + NGX_HTTP_LLM_LIVE_HEAD + nlen;
+
+        size += sizeof("event: \n") + nlen + sizeof("data: \n\n") + n;
+
+        for (e = d; (nl = ngx_strlchr(e, d + n, '\n')) != NULL; e = nl + 1) {
+            size += sizeof("data: ");
+        }
+    }
+
+    b = ngx_create_temp_buf(r->pool, ngx_max(size, 1));
+    if (b == NULL) {
+        return NULL;
+    }
+
+    for (q = p; q < last; q = d + n) {
+        ngx_memcpy(&n, q, sizeof(uint32_t));
+        nlen = q[5];
+        d = q + NGX_HTTP_LLM_LIVE_HEAD + nlen;
+        dlen = n;
+
+        if (!c->include_usage && c->openai) {
+            if (q[4] & NGX_HTTP_LLM_LIVE_USAGE_ONLY) {
+                continue;
+            }
+
+            for (i = 0; i < 2; i++) {
+                if (dlen >= usage_null[i].len
+                    && ngx_memcmp(d + dlen - usage_null[i].len,
+                                  usage_null[i].data, usage_null[i].len)
+                       == 0)
+                {
+                    /* all but the '}' goes */
+                    dlen -= usage_null[i].len - 1;
+                    d[dlen - 1] = '}';
+                    break;
+                }
+            }
+        }
+
+        if (nlen) {
+            b->last = ngx_cpymem(b->last, "event: ", sizeof("event: ") - 1);
+            b->last = ngx_cpymem(b->last, q + NGX_HTTP_LLM_LIVE_HEAD, nlen);
+            *b->last++ = '\n';
+        }
+
+        for (e = d; /* void */; e = nl + 1) {
+            nl = ngx_strlchr(e, d + dlen, '\n');
+
+            b->last = ngx_cpymem(b->last, "data: ", sizeof("data: ") - 1);
+            b->last = ngx_cpymem(b->last, e, (nl ? nl : d + dlen) - e);
+            *b->last++ = '\n';
+
+            if (nl == NULL) {
+                break;
+            }
+        }
+
+        *b->last++ = '\n';
+    }
+
+    if (state == NGX_HTTP_LLM_LIVE_FAILED) {
+        b->last = ngx_cpymem(b->last, t->data, t->len);
+    }
+
+    b->flush = 1;
+
+    if (state != NGX_HTTP_LLM_LIVE_STREAMING) {
+        b->last_buf = 1;
+        b->last_in_chain = 1;
+    }
+
+    if (b->last == b->pos) {
+        b->temporary = 0;
+        b->sync = 1;
+    }
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    cl->buf = b;
+    cl->next = NULL;
+
+    return cl;
 }
 
 
@@ -2322,6 +3081,10 @@ ngx_http_llm_cache_header_filter(ngx_http_request_t *r)
         ngx_http_llm_msg_init(c->msg, (int) ctx->api,
                               ngx_http_llm_cache_grow, r);
 
+        if (c->leader && ctx->sse_response) {
+            ngx_http_llm_cache_live_start(r, ctx, c);
+        }
+
     } else {
         c->store = 0;
     }
@@ -2367,6 +3130,10 @@ ngx_http_llm_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         return ngx_http_next_body_filter(r, c->stale_out);
     }
 
+    if (c->live_id) {
+        ngx_http_llm_cache_live_flush(r, c);
+    }
+
     if (c->store && c->msg) {
         last = 0;
 
@@ -2395,7 +3162,9 @@ ngx_http_llm_cache_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
         }
 
         if (!c->store && !c->stored && c->leader) {
-            ngx_http_llm_cache_unlock(c);
+            ngx_http_llm_cache_unlock(c, ctx->done ? NGX_HTTP_LLM_LIVE_ENDED
+                                                   : NGX_HTTP_LLM_LIVE_FAILED,
+                                      &ctx->usage);
         }
     }
 

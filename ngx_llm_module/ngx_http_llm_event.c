@@ -100,6 +100,9 @@
 #define ngx_http_llm_word_hash(len, first, last)                              \
     (((len) + 2 * (first) + 11 * (last)) & 127)
 
+#define ngx_http_llm_word_at(len, first, last, word)                          \
+    [ngx_http_llm_word_hash(len, first, last)] = NGX_HTTP_LLM_WORD_##word
+
 #define NGX_HTTP_LLM_WORD_MAX_LEN  27
 
 
@@ -168,42 +171,42 @@ static inline unsigned ngx_http_llm_word_find(const u_char *p, size_t len);
 
 
 static const u_char  ngx_http_llm_word_slot[128] = {
-    [ngx_http_llm_word_hash(9, 'a', 's')] = NGX_HTTP_LLM_WORD_ARGUMENTS,
-    [ngx_http_llm_word_hash(27, 'c', 's')] = NGX_HTTP_LLM_WORD_CACHE_CREATION_INPUT_TOKENS,
-    [ngx_http_llm_word_hash(23, 'c', 's')] = NGX_HTTP_LLM_WORD_CACHE_READ_INPUT_TOKENS,
-    [ngx_http_llm_word_hash(13, 'c', 's')] = NGX_HTTP_LLM_WORD_CACHED_TOKENS,
-    [ngx_http_llm_word_hash(7, 'c', 's')] = NGX_HTTP_LLM_WORD_CHOICES,
-    [ngx_http_llm_word_hash(17, 'c', 's')] = NGX_HTTP_LLM_WORD_COMPLETION_TOKENS,
-    [ngx_http_llm_word_hash(25, 'c', 's')] = NGX_HTTP_LLM_WORD_COMPLETION_TOKENS_DETAILS,
-    [ngx_http_llm_word_hash(7, 'c', 't')] = NGX_HTTP_LLM_WORD_CONTENT,
-    [ngx_http_llm_word_hash(13, 'c', 'k')] = NGX_HTTP_LLM_WORD_CONTENT_BLOCK,
-    [ngx_http_llm_word_hash(5, 'd', 'a')] = NGX_HTTP_LLM_WORD_DELTA,
-    [ngx_http_llm_word_hash(5, 'e', 'r')] = NGX_HTTP_LLM_WORD_ERROR,
-    [ngx_http_llm_word_hash(13, 'f', 'n')] = NGX_HTTP_LLM_WORD_FINISH_REASON,
-    [ngx_http_llm_word_hash(8, 'f', 'n')] = NGX_HTTP_LLM_WORD_FUNCTION,
-    [ngx_http_llm_word_hash(13, 'f', 'l')] = NGX_HTTP_LLM_WORD_FUNCTION_CALL,
-    [ngx_http_llm_word_hash(5, 'i', 't')] = NGX_HTTP_LLM_WORD_INPUT,
-    [ngx_http_llm_word_hash(12, 'i', 's')] = NGX_HTTP_LLM_WORD_INPUT_TOKENS,
-    [ngx_http_llm_word_hash(7, 'm', 'e')] = NGX_HTTP_LLM_WORD_MESSAGE,
-    [ngx_http_llm_word_hash(12, 'm', 'p')] = NGX_HTTP_LLM_WORD_MESSAGE_STOP,
-    [ngx_http_llm_word_hash(4, 'n', 'e')] = NGX_HTTP_LLM_WORD_NAME,
-    [ngx_http_llm_word_hash(6, 'o', 't')] = NGX_HTTP_LLM_WORD_OBJECT,
-    [ngx_http_llm_word_hash(13, 'o', 's')] = NGX_HTTP_LLM_WORD_OUTPUT_TOKENS,
-    [ngx_http_llm_word_hash(12, 'p', 'n')] = NGX_HTTP_LLM_WORD_PARTIAL_JSON,
-    [ngx_http_llm_word_hash(13, 'p', 's')] = NGX_HTTP_LLM_WORD_PROMPT_TOKENS,
-    [ngx_http_llm_word_hash(21, 'p', 's')] = NGX_HTTP_LLM_WORD_PROMPT_TOKENS_DETAILS,
-    [ngx_http_llm_word_hash(9, 'r', 'g')] = NGX_HTTP_LLM_WORD_REASONING,
-    [ngx_http_llm_word_hash(17, 'r', 't')] = NGX_HTTP_LLM_WORD_REASONING_CONTENT,
-    [ngx_http_llm_word_hash(16, 'r', 's')] = NGX_HTTP_LLM_WORD_REASONING_TOKENS,
-    [ngx_http_llm_word_hash(7, 'r', 'l')] = NGX_HTTP_LLM_WORD_REFUSAL,
-    [ngx_http_llm_word_hash(15, 's', 'e')] = NGX_HTTP_LLM_WORD_SERVER_TOOL_USE,
-    [ngx_http_llm_word_hash(11, 's', 'n')] = NGX_HTTP_LLM_WORD_STOP_REASON,
-    [ngx_http_llm_word_hash(4, 't', 't')] = NGX_HTTP_LLM_WORD_TEXT,
-    [ngx_http_llm_word_hash(8, 't', 'g')] = NGX_HTTP_LLM_WORD_THINKING,
-    [ngx_http_llm_word_hash(10, 't', 's')] = NGX_HTTP_LLM_WORD_TOOL_CALLS,
-    [ngx_http_llm_word_hash(8, 't', 'e')] = NGX_HTTP_LLM_WORD_TOOL_USE,
-    [ngx_http_llm_word_hash(4, 't', 'e')] = NGX_HTTP_LLM_WORD_TYPE,
-    [ngx_http_llm_word_hash(5, 'u', 'e')] = NGX_HTTP_LLM_WORD_USAGE,
+    ngx_http_llm_word_at(9, 'a', 's', ARGUMENTS),
+    ngx_http_llm_word_at(27, 'c', 's', CACHE_CREATION_INPUT_TOKENS),
+    ngx_http_llm_word_at(23, 'c', 's', CACHE_READ_INPUT_TOKENS),
+    ngx_http_llm_word_at(13, 'c', 's', CACHED_TOKENS),
+    ngx_http_llm_word_at(7, 'c', 's', CHOICES),
+    ngx_http_llm_word_at(17, 'c', 's', COMPLETION_TOKENS),
+    ngx_http_llm_word_at(25, 'c', 's', COMPLETION_TOKENS_DETAILS),
+    ngx_http_llm_word_at(7, 'c', 't', CONTENT),
+    ngx_http_llm_word_at(13, 'c', 'k', CONTENT_BLOCK),
+    ngx_http_llm_word_at(5, 'd', 'a', DELTA),
+    ngx_http_llm_word_at(5, 'e', 'r', ERROR),
+    ngx_http_llm_word_at(13, 'f', 'n', FINISH_REASON),
+    ngx_http_llm_word_at(8, 'f', 'n', FUNCTION),
+    ngx_http_llm_word_at(13, 'f', 'l', FUNCTION_CALL),
+    ngx_http_llm_word_at(5, 'i', 't', INPUT),
+    ngx_http_llm_word_at(12, 'i', 's', INPUT_TOKENS),
+    ngx_http_llm_word_at(7, 'm', 'e', MESSAGE),
+    ngx_http_llm_word_at(12, 'm', 'p', MESSAGE_STOP),
+    ngx_http_llm_word_at(4, 'n', 'e', NAME),
+    ngx_http_llm_word_at(6, 'o', 't', OBJECT),
+    ngx_http_llm_word_at(13, 'o', 's', OUTPUT_TOKENS),
+    ngx_http_llm_word_at(12, 'p', 'n', PARTIAL_JSON),
+    ngx_http_llm_word_at(13, 'p', 's', PROMPT_TOKENS),
+    ngx_http_llm_word_at(21, 'p', 's', PROMPT_TOKENS_DETAILS),
+    ngx_http_llm_word_at(9, 'r', 'g', REASONING),
+    ngx_http_llm_word_at(17, 'r', 't', REASONING_CONTENT),
+    ngx_http_llm_word_at(16, 'r', 's', REASONING_TOKENS),
+    ngx_http_llm_word_at(7, 'r', 'l', REFUSAL),
+    ngx_http_llm_word_at(15, 's', 'e', SERVER_TOOL_USE),
+    ngx_http_llm_word_at(11, 's', 'n', STOP_REASON),
+    ngx_http_llm_word_at(4, 't', 't', TEXT),
+    ngx_http_llm_word_at(8, 't', 'g', THINKING),
+    ngx_http_llm_word_at(10, 't', 's', TOOL_CALLS),
+    ngx_http_llm_word_at(8, 't', 'e', TOOL_USE),
+    ngx_http_llm_word_at(4, 't', 'e', TYPE),
+    ngx_http_llm_word_at(5, 'u', 'e', USAGE),
 };
 
 

@@ -217,6 +217,27 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       offsetof(ngx_http_llm_loc_conf_t, limit.log_level),
       &ngx_http_llm_limit_log_levels },
 
+    { ngx_string("llm_metrics_zone"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      ngx_http_llm_metrics_zone,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_metrics"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_NOARGS,
+      ngx_http_llm_metrics,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_status"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_ANY,
+      ngx_http_llm_status,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      0,
+      NULL },
+
       ngx_null_command
 };
 
@@ -348,7 +369,9 @@ ngx_http_llm_create_main_conf(ngx_conf_t *cf)
 static char *
 ngx_http_llm_init_main_conf(ngx_conf_t *cf, void *conf)
 {
-    return NGX_CONF_OK;
+    ngx_http_llm_main_conf_t  *lmcf = conf;
+
+    return ngx_http_llm_metrics_init_conf(cf, &lmcf->metrics);
 }
 
 

@@ -20,6 +20,7 @@
 #include "ngx_http_llm_event.h"
 #include "ngx_http_llm_cache.h"
 #include "ngx_http_llm_limit.h"
+#include "ngx_http_llm_metrics.h"
 
 
 #define NGX_HTTP_LLM_API_AUTO           0xff
@@ -44,6 +45,7 @@
 /* http{} level: shared memory zones and node-wide state of the features */
 typedef struct {
     ngx_uint_t                  dummy;      /* features add their fields */
+    ngx_http_llm_metrics_conf_t metrics;
 } ngx_http_llm_main_conf_t;
 
 
@@ -58,6 +60,7 @@ typedef struct {
     size_t                      sse_event_max_size;
     ngx_http_llm_cache_conf_t   cache;
     ngx_http_llm_limit_conf_t   limit;
+    ngx_str_t                   status;         /* llm_status page */
 } ngx_http_llm_loc_conf_t;
 
 
@@ -106,6 +109,7 @@ typedef struct {
     unsigned                    ended:1;        /* we closed the stream */
     unsigned                    finalized:1;    /* usage settled */
     unsigned                    cache_hit:1;    /* answered by the cache */
+    unsigned                    cache_coalesced:1;  /* after a leader */
     unsigned                    outcome:3;
     unsigned                    usage_source:2;
 } ngx_http_llm_ctx_t;

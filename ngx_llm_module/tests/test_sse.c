@@ -598,6 +598,7 @@ test_grow(void **state)
     ngx_http_llm_sse_t   sse;
 
     static const size_t  sizes[] = { 0, 10, 1500, 5000, 20 };
+    static const size_t  big[] = { 3000, 10 };
 
     len = grow_stream(s, sizes, 5);
 
@@ -631,7 +632,7 @@ test_grow(void **state)
     assert_int_equal(g->lens[4], 20);
     assert_int_equal(g->truncated[4], 0);
 
-    /* fed whole: one append asks for what the event needs at once */
+    /* fed whole: an append that needs more than double gets it at once */
 
     memset(g, 0, sizeof(grow_rec_t));
     g->intact = 1;
@@ -642,8 +643,26 @@ test_grow(void **state)
     assert_int_equal(g->events, 5);
     assert_true(g->intact);
     assert_int_equal(g->n, 3);
-    assert_int_equal(g->sizes[1], 1500);
+    assert_int_equal(g->sizes[1], 2048);
+    assert_int_equal(g->sizes[2], 4096);
     assert_int_equal(g->lens[3], 4096);
+
+    /* an event that needs more than double gets what it needs at once */
+
+    memset(g, 0, sizeof(grow_rec_t));
+    g->intact = 1;
+    ngx_http_llm_sse_init(&sse, NULL, 4096, grow_event, g);
+    sse.grow = grow_alloc;
+
+    len = grow_stream(s, big, 2);
+    assert_int_equal(ngx_http_llm_sse_feed(&sse, (u_char *) s, len), 0);
+    assert_int_equal(g->events, 2);
+    assert_true(g->intact);
+    assert_int_equal(g->n, 1);
+    assert_int_equal(g->sizes[0], 3000);
+    assert_int_equal(g->lens[0], 3000);
+
+    len = grow_stream(s, sizes, 5);
 
     /* no memory: the event is cut where storage ended, later ones fit */
 
