@@ -29,7 +29,7 @@ BUILD_PKGS := gcc g++ make cmake pkg-config perl nginx nginx-dev \
 TEST_PKGS  := $(BUILD_PKGS) curl python3 redis-server \
               libnginx-mod-http-echo libtest-base-perl libtext-diff-perl \
               libtest-longstring-perl liblist-moreutils-perl libwww-perl \
-              libipc-run-perl libjson-pp-perl prometheus
+              libipc-run-perl libjson-pp-perl prometheus chromium
 RUN_PKGS   := $(BUILD_PKGS) curl
 BENCH_PKGS := $(TEST_PKGS) wrk valgrind
 FUZZ_PKGS  := clang
@@ -112,9 +112,10 @@ test: deps
 	$(MAKE) test-mock
 	$(MAKE) test-sidecar
 	$(MAKE) test-nginx
+	$(MAKE) test-obs
 
 -include ngx_llm_module/tests/unit.mk
--include fuzz/fuzz.mk asan.mk bench/limit.mk bench/cache.mk
+-include fuzz/fuzz.mk asan.mk obs.mk bench/limit.mk bench/cache.mk
 
 test-mock: mock
 	$(MAKE) -s -C mock test

@@ -61,11 +61,11 @@ wait_port() {
     exit 1
 }
 
-# start_nginx NAME PORT... : runs $dir/NAME/conf/nginx.conf (2 workers)
-# whose http{} body is read from stdin
+# start_nginx NAME HTTP PORT...: runs $dir/NAME/conf/nginx.conf, 2
+# workers, HTTP in its http{}, and waits for its PORTs
 start_nginx() {
-    local name=$1
-    shift
+    local name=$1 http=$2
+    shift 2
     mkdir -p "$dir/$name/conf" "$dir/$name/logs"
     {
         cat <<EOC
@@ -83,7 +83,7 @@ http {
     scgi_temp_path scgi_temp;
     upstream mock { server 127.0.0.1:$mock_port; keepalive 64; }
 EOC
-        cat
+        echo "$http"
         echo "}"
     } > "$dir/$name/conf/nginx.conf"
     "$nginx" -p "$dir/$name" -c conf/nginx.conf
@@ -114,8 +114,8 @@ EOC
 
 # the requests the mock has answered (the admitted ones)
 admitted() {
-    curl -s "http://127.0.0.1:$mock_port/stats" \
-        | python3 -c 'import json, sys; print(json.load(sys.stdin)["requests_total"])'
+    curl -s -m 5 "http://127.0.0.1:$mock_port/stats" \
+        | grep -o '"requests_total":[0-9]*' | cut -d: -f2
 }
 
 # wrk_run PORT SECONDS: prints "requests non2xx req/s"
@@ -134,7 +134,7 @@ wrk_run() {
 received() {
     local p n=0
     for p in "$@"; do
-        n=$((n + $(curl -s "http://127.0.0.1:$p/status" \
+        n=$((n + $(curl -s -m 5 "http://127.0.0.1:$p/status" \
                    | awk 'NR == 3 {print $3}')))
     done
     echo "$n"
@@ -154,13 +154,15 @@ overload() {
             "http://127.0.0.1:$p/v1/chat/completions" > /dev/null &
         wpids+=($!)
     done
-    prev=$(admitted)
+    prev=$(admitted) t0=$(date +%s%N)
     for i in $(seq 40); do
         sleep 1
-        now=$(admitted)
-        [ $(( (now - prev) * 60 * 10 )) -le $((rpm * 12)) ] && [ "$i" -gt 1 ] \
+        now=$(admitted) t1=$(date +%s%N)
+        # per minute over the last second, against 1.2 x rpm
+        [ "$i" -gt 1 ] \
+            && [ $(( (now - prev) * 600000000000 / (t1 - t0) )) -le $((rpm * 12)) ] \
             && break
-        prev=$now
+        prev=$now t0=$t1
     done
     o0=$(received "$@") c0=$(admitted) t0=$(date +%s.%N)
     sleep "$window"
@@ -187,10 +189,10 @@ wait_port "$mock_port"
 
 # calibration: how fast are requests answered when nearly all are rejected
 
-{
+start_nginx probe "$(
     echo "    llm_limit_zone probe:1m;"
     server "$probe_port" "llm_limit zone=probe key=\$http_authorization rpm=1;"
-} | start_nginx probe "$probe_port"
+)" "$probe_port"
 
 read -r _ _ probe_rps < <(wrk_run "$probe_port" 3)
 kill "$(cat "$dir/probe/logs/nginx.pid")"
@@ -204,10 +206,10 @@ echo "bench-limit: mock with zero delays, 2 workers per nginx, wrk -t2" \
 
 # a. accuracy on one node; the full bucket (rpm) drains at (offered - rate)
 
-{
+start_nginx acc "$(
     echo "    llm_limit_zone acc:1m;"
     server "$acc_port" "llm_limit zone=acc key=\$http_authorization rpm=$rpm;"
-} | start_nginx acc "$acc_port"
+)" "$acc_port"
 
 echo "a. admitted rate at overload, one node, ${secs} s window after the" \
      "burst drained:"
@@ -224,11 +226,11 @@ wait_port "$redis_port"
 
 for n in 1 2; do
     p=$((node1_port + n - 1))
-    {
+    start_nginx "node$n" "$(
         echo "    llm_limit_zone glob:1m sync=redis://127.0.0.1:$redis_port" \
              "sync_interval=100ms;"
         server "$p" "llm_limit zone=glob key=\$http_authorization rpm=$rpm;"
-    } | start_nginx "node$n" "$p"
+    )" "$p"
 done
 
 echo "b. admitted rate at overload, two nodes sharing one limit through" \
@@ -240,11 +242,11 @@ grep -h 'llm ' "$dir"/node*/logs/error.log | grep -v '\[notice\]' | head -5 \
 # c. throughput cost: A without a limit, B with one that admits everything
 #    (one key: every request takes the same node lock twice)
 
-{
+start_nginx ab "$(
     echo "    llm_limit_zone ab:1m;"
     server "$a_port" ""
     server "$b_port" "llm_limit zone=ab key=\$http_authorization rpm=4000000000 tpm=4000000000;"
-} | start_nginx ab "$a_port" "$b_port"
+)" "$a_port" "$b_port"
 
 echo "c. throughput, gateway without (A) and with (B) llm_limit rpm= tpm=," \
      "$rounds rounds x ${ab_secs} s alternating:"
@@ -266,10 +268,10 @@ awk -v a="$sa" -v b="$sb" -v n="$rounds" 'BEGIN {
 #    keys leave a full zone only by eviction of the oldest. Newest first,
 #    the keys still there answer 429; the first that passes was evicted.
 
-{
+start_nginx keys "$(
     echo "    llm_limit_zone keys:1m;"
     server "$keys_port" "llm_limit zone=keys key=\$http_x_key rpm=1;"
-} | start_nginx keys "$keys_port"
+)" "$keys_port"
 
 python3 - "$keys_port" "$dir/chat.json" <<'EOPY'
 import http.client, sys

@@ -27,8 +27,6 @@ static ngx_int_t ngx_http_llm_check_content_type(ngx_http_request_t *r);
 static void ngx_http_llm_body_read(ngx_http_request_t *r);
 static ngx_int_t ngx_http_llm_body_process(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
-static ngx_int_t ngx_http_llm_body_contiguous(ngx_http_request_t *r,
-    u_char **data, size_t *len);
 static ngx_int_t ngx_http_llm_body_rewrite(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, u_char *body, size_t len);
 static ngx_int_t ngx_http_llm_key_hash(ngx_http_request_t *r,
@@ -168,6 +166,26 @@ ngx_http_llm_body_read(ngx_http_request_t *r)
     if (rc == NGX_DECLINED) {
         rc = ngx_http_llm_limit_admit(r, ctx);
     }
+
+    if (rc == NGX_DECLINED) {
+        rc = ngx_http_llm_route(r, ctx);
+
+        if (rc == NGX_AGAIN) {
+            /* the sidecar's answer calls ngx_http_llm_body_resume() */
+            return;
+        }
+    }
+
+    ngx_http_llm_body_resume(r, rc);
+}
+
+
+void
+ngx_http_llm_body_resume(ngx_http_request_t *r, ngx_int_t rc)
+{
+    ngx_http_llm_ctx_t  *ctx;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
 
     if (rc == NGX_DECLINED) {
         rc = ngx_http_llm_cache_handler(r);
@@ -359,7 +377,7 @@ ngx_http_llm_check_content_type(ngx_http_request_t *r)
  * so normally from the page cache).
  */
 
-static ngx_int_t
+ngx_int_t
 ngx_http_llm_body_contiguous(ngx_http_request_t *r, u_char **data,
     size_t *len)
 {

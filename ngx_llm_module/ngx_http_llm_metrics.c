@@ -619,10 +619,10 @@ static ngx_http_llm_metrics_slot_t *
 ngx_http_llm_metrics_slot(ngx_http_llm_metrics_zone_t *zone,
     ngx_str_t *model)
 {
-    u_char                        c;
-    ngx_uint_t                    i, used, hash;
-    ngx_http_llm_metrics_slot_t  *slot, *other;
-    ngx_http_llm_metrics_shctx_t *sh;
+    u_char                         c;
+    ngx_uint_t                     i, used, hash;
+    ngx_http_llm_metrics_slot_t   *slot, *other;
+    ngx_http_llm_metrics_shctx_t  *sh;
 
     sh = zone->sh;
     other = &sh->slots[zone->max + 1];

@@ -231,6 +231,27 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       0,
       NULL },
 
+    { ngx_string("llm_sidecar"),
+      NGX_HTTP_MAIN_CONF|NGX_CONF_1MORE,
+      ngx_http_llm_sidecar_directive,
+      NGX_HTTP_MAIN_CONF_OFFSET,
+      0,
+      NULL },
+
+    { ngx_string("llm_team"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_set_complex_value_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, link.team),
+      NULL },
+
+    { ngx_string("llm_route"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_http_llm_route_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, link),
+      NULL },
+
     { ngx_string("llm_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_ANY,
       ngx_http_llm_status,
@@ -281,6 +302,10 @@ ngx_http_llm_preconfiguration(ngx_conf_t *cf)
     }
 
     if (ngx_http_llm_limit_add_variables(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_llm_sidecar_add_variables(cf) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -337,6 +362,10 @@ static ngx_int_t
 ngx_http_llm_init_process(ngx_cycle_t *cycle)
 {
     if (ngx_http_llm_cache_init_process(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    if (ngx_http_llm_sidecar_init_process(cycle) != NGX_OK) {
         return NGX_ERROR;
     }
 
@@ -428,6 +457,12 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
                               prev->sse_event_max_size, 64 * 1024);
 
     if (ngx_http_llm_limit_merge_conf(cf, &prev->limit, &conf->limit)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_llm_sidecar_merge_conf(cf, &prev->link, &conf->link)
         != NGX_CONF_OK)
     {
         return NGX_CONF_ERROR;

@@ -21,6 +21,7 @@
 #include "ngx_http_llm_cache.h"
 #include "ngx_http_llm_limit.h"
 #include "ngx_http_llm_metrics.h"
+#include "ngx_http_llm_sidecar.h"
 
 
 #define NGX_HTTP_LLM_API_AUTO           0xff
@@ -46,6 +47,7 @@
 typedef struct {
     ngx_uint_t                  dummy;      /* features add their fields */
     ngx_http_llm_metrics_conf_t metrics;
+    ngx_http_llm_sidecar_conf_t sidecar;
 } ngx_http_llm_main_conf_t;
 
 
@@ -61,6 +63,7 @@ typedef struct {
     ngx_http_llm_cache_conf_t   cache;
     ngx_http_llm_limit_conf_t   limit;
     ngx_str_t                   status;         /* llm_status page */
+    ngx_http_llm_sidecar_loc_conf_t  link;      /* llm_team, llm_route */
 } ngx_http_llm_loc_conf_t;
 
 
@@ -87,6 +90,7 @@ typedef struct {
 
     ngx_http_llm_cache_ctx_t   *cache;          /* response cache state */
     ngx_http_llm_limit_ctx_t    limit;          /* rate limit holds */
+    ngx_http_llm_sidecar_ctx_t *link;           /* sidecar route, team */
 
     /* event-aligned output when the usage-only chunk is stripped */
     ngx_buf_t                  *pending;        /* partial event bytes */
@@ -121,6 +125,12 @@ extern ngx_module_t  ngx_http_llm_module;
 /* body: the precontent phase handler */
 ngx_int_t ngx_http_llm_body_handler(ngx_http_request_t *r);
 ngx_http_llm_ctx_t *ngx_http_llm_get_ctx(ngx_http_request_t *r);
+void ngx_http_llm_body_resume(ngx_http_request_t *r, ngx_int_t rc);
+ngx_int_t ngx_http_llm_body_contiguous(ngx_http_request_t *r,
+    u_char **data, size_t *len);
+
+/* route: the sidecar's decision, after rate limit admission */
+ngx_int_t ngx_http_llm_route(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx);
 
 /* sse: response header and body filters */
 ngx_int_t ngx_http_llm_sse_init_filters(ngx_conf_t *cf);

@@ -141,6 +141,7 @@ ngx_http_llm_usage_log_handler(ngx_http_request_t *r)
     ngx_http_llm_usage_settle(r, ctx);
     ngx_http_llm_limit_settle(r, ctx);
     ngx_http_llm_metrics_account(r);
+    ngx_http_llm_sidecar_record(r);
 
     ngx_log_debug8(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "llm usage: model:\"%V\" prompt:%L cached:%L "

@@ -1,0 +1,1276 @@
+
+/*
+ * Copyright (C) ngx_llm authors
+ *
+ * The link to llm-sidecar (see ngx_http_llm_sidecar.h): the HTTP client,
+ * the usage spool, and the configuration. Routing on the request path is
+ * in ngx_http_llm_route.c.
+ */
+
+
+#include <ngx_config.h>
+#include <ngx_core.h>
+#include <ngx_http.h>
+
+#include "ngx_http_llm_module.h"
+
+
+/* the largest answer the client accepts (route and usage answers are small) */
+#define NGX_HTTP_LLM_SIDECAR_MAX_RESPONSE  (256 * 1024)
+
+/* spool delivery: tick, batch byte limit, quiet interval of repeated logs */
+#define NGX_HTTP_LLM_SIDECAR_TICK          100
+#define NGX_HTTP_LLM_SIDECAR_BATCH_BYTES   (512 * 1024)
+#define NGX_HTTP_LLM_SIDECAR_LOG_INTERVAL  10000
+
+/* one usage record, JSON; longer records (odd team names) are truncated */
+#define NGX_HTTP_LLM_SIDECAR_RECORD_MAX    2048
+
+
+struct ngx_http_llm_sidecar_call_s {
+    ngx_peer_connection_t           peer;
+    ngx_pool_t                     *pool;
+    ngx_log_t                       log;        /* quiet: own errors only */
+    ngx_buf_t                      *out;
+    ngx_buf_t                      *in;
+    u_char                         *body;       /* after the header */
+    off_t                           content_length;
+    ngx_int_t                       status;
+    ngx_http_llm_sidecar_handler_pt handler;    /* NULL: cancelled */
+    void                           *data;
+};
+
+
+/* the spool: a byte ring of [uint32 length][record JSON] in shared memory */
+typedef struct {
+    uint64_t                        head;       /* next write, monotonic */
+    uint64_t                        tail;       /* oldest record */
+    uint64_t                        records;
+    uint64_t                        dropped;    /* spool full, ever */
+    uint64_t                        dropped_logged;
+    uint64_t                        delivered;
+    uint64_t                        seq;        /* batches taken */
+    ngx_pid_t                       sender;     /* batch in flight, or 0 */
+    ngx_msec_t                      sent_at;
+    ngx_msec_t                      drop_log_at;
+    size_t                          size;       /* ring capacity */
+    u_char                         *data;
+} ngx_http_llm_spool_shctx_t;
+
+
+typedef struct {
+    ngx_http_llm_spool_shctx_t     *sh;
+    ngx_slab_pool_t                *shpool;
+} ngx_http_llm_spool_t;
+
+
+/* the batch in flight from this worker */
+typedef struct {
+    ngx_http_llm_spool_t           *spool;
+    uint64_t                        seq;
+    uint64_t                        start;      /* tail when taken */
+    uint64_t                        bytes;
+    ngx_uint_t                      records;
+} ngx_http_llm_spool_batch_t;
+
+
+static void ngx_http_llm_sidecar_write_handler(ngx_event_t *wev);
+static void ngx_http_llm_sidecar_read_handler(ngx_event_t *rev);
+static ngx_int_t ngx_http_llm_sidecar_parse(ngx_http_llm_sidecar_call_t *call,
+    ngx_uint_t eof);
+static void ngx_http_llm_sidecar_finish(ngx_http_llm_sidecar_call_t *call,
+    ngx_int_t status);
+static ngx_int_t ngx_http_llm_spool_init_zone(ngx_shm_zone_t *shm_zone,
+    void *data);
+static ngx_int_t ngx_http_llm_spool_put(ngx_http_llm_spool_t *spool,
+    u_char *rec, size_t len);
+static void ngx_http_llm_spool_copy(ngx_http_llm_spool_shctx_t *sh,
+    u_char *dst, uint64_t off, size_t len);
+static void ngx_http_llm_spool_tick(ngx_event_t *ev);
+static void ngx_http_llm_spool_flush(ngx_cycle_t *cycle,
+    ngx_http_llm_sidecar_conf_t *scf);
+static void ngx_http_llm_spool_done(void *data, ngx_int_t status,
+    ngx_str_t *body);
+static void ngx_http_llm_spool_report(ngx_http_llm_spool_batch_t *batch,
+    ngx_int_t status, ngx_str_t *body);
+static char *ngx_http_llm_sidecar_zone(ngx_conf_t *cf, ngx_str_t *value,
+    const char *param, ngx_shm_zone_t **zone,
+    ngx_shm_zone_init_pt init);
+
+
+static ngx_event_t   ngx_http_llm_spool_timer;
+static ngx_msec_t    ngx_http_llm_sidecar_fail_log_at;
+static ngx_uint_t    ngx_http_llm_sidecar_fail_count;
+
+
+/* the client */
+
+ngx_http_llm_sidecar_call_t *
+ngx_http_llm_sidecar_call(ngx_addr_t *addr, const char *path,
+    ngx_str_t *body, ngx_msec_t timeout,
+    ngx_http_llm_sidecar_handler_pt handler, void *data)
+{
+    size_t                        len;
+    ngx_int_t                     rc;
+    ngx_pool_t                   *pool;
+    ngx_buf_t                    *b;
+    ngx_connection_t             *c;
+    ngx_http_llm_sidecar_call_t  *call;
+
+    pool = ngx_create_pool(1024, ngx_cycle->log);
+    if (pool == NULL) {
+        return NULL;
+    }
+
+    call = ngx_pcalloc(pool, sizeof(ngx_http_llm_sidecar_call_t));
+    if (call == NULL) {
+        goto failed;
+    }
+
+    call->pool = pool;
+    call->handler = handler;
+    call->data = data;
+    call->content_length = -1;
+
+    /*
+     * nginx logs connect() failures on the connection's log at "error" or
+     * "crit" each time; the spool retries every tick, so this log lets
+     * through only alerts and the link reports failures itself, once per
+     * interval
+     */
+
+    call->log = *ngx_cycle->log;
+    call->log.log_level = NGX_LOG_ALERT;
+    pool->log = &call->log;
+
+    len = sizeof("POST  HTTP/1.1" CRLF "Host: llm-sidecar" CRLF
+                 "Content-Type: application/json" CRLF
+                 "Content-Length: " CRLF "Connection: close" CRLF CRLF) - 1
+          + ngx_strlen(path) + NGX_SIZE_T_LEN + body->len;
+
+    b = ngx_create_temp_buf(pool, len);
+    if (b == NULL) {
+        goto failed;
+    }
+
+    b->last = ngx_sprintf(b->last, "POST %s HTTP/1.1" CRLF
+                          "Host: llm-sidecar" CRLF
+                          "Content-Type: application/json" CRLF
+                          "Content-Length: %uz" CRLF
+                          "Connection: close" CRLF CRLF, path, body->len);
+    b->last = ngx_cpymem(b->last, body->data, body->len);
+    call->out = b;
+
+    call->peer.sockaddr = addr->sockaddr;
+    call->peer.socklen = addr->socklen;
+    call->peer.name = &addr->name;
+    call->peer.get = ngx_event_get_peer;
+    call->peer.log = &call->log;
+    call->peer.log_error = NGX_ERROR_INFO;
+
+    rc = ngx_event_connect_peer(&call->peer);
+
+    if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
+        if (call->peer.connection) {
+            ngx_close_connection(call->peer.connection);
+        }
+
+        goto failed;
+    }
+
+    c = call->peer.connection;
+    c->data = call;
+    c->pool = pool;
+    c->log = &call->log;
+    c->read->log = c->log;
+    c->write->log = c->log;
+    c->log_error = NGX_ERROR_INFO;
+    c->read->handler = ngx_http_llm_sidecar_read_handler;
+    c->write->handler = ngx_http_llm_sidecar_write_handler;
+
+    /* one deadline for the whole exchange, on the read event */
+
+    ngx_add_timer(c->read, timeout);
+
+    if (rc == NGX_OK) {
+        /* the handler is never called from within this function */
+        ngx_post_event(c->write, &ngx_posted_events);
+    }
+
+    return call;
+
+failed:
+
+    ngx_destroy_pool(pool);
+    return NULL;
+}
+
+
+void
+ngx_http_llm_sidecar_cancel(ngx_http_llm_sidecar_call_t *call)
+{
+    /* the exchange runs to its end (bounded by its timer), unheard */
+    call->handler = NULL;
+}
+
+
+static void
+ngx_http_llm_sidecar_write_handler(ngx_event_t *wev)
+{
+    ssize_t                       n;
+    ngx_buf_t                    *b;
+    ngx_connection_t             *c;
+    ngx_http_llm_sidecar_call_t  *call;
+
+    c = wev->data;
+    call = c->data;
+    b = call->out;
+
+    while (b->pos < b->last) {
+        n = c->send(c, b->pos, b->last - b->pos);
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+                ngx_http_llm_sidecar_finish(call, NGX_ERROR);
+            }
+
+            return;
+        }
+
+        if (n == NGX_ERROR) {
+            ngx_http_llm_sidecar_finish(call, NGX_ERROR);
+            return;
+        }
+
+        b->pos += n;
+    }
+
+    /* request sent: the answer may already be there */
+
+    if (c->read->ready) {
+        ngx_http_llm_sidecar_read_handler(c->read);
+    }
+}
+
+
+static void
+ngx_http_llm_sidecar_read_handler(ngx_event_t *rev)
+{
+    size_t                        size;
+    ssize_t                       n;
+    ngx_int_t                     rc;
+    ngx_buf_t                    *b, *nb;
+    ngx_connection_t             *c;
+    ngx_http_llm_sidecar_call_t  *call;
+
+    c = rev->data;
+    call = c->data;
+
+    if (rev->timedout) {
+        ngx_http_llm_sidecar_finish(call, NGX_ETIMEDOUT);
+        return;
+    }
+
+    if (call->out->pos < call->out->last) {
+        /* not all sent yet; a read event now means an early close */
+        if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+            ngx_http_llm_sidecar_finish(call, NGX_ERROR);
+        }
+
+        return;
+    }
+
+    for ( ;; ) {
+        b = call->in;
+
+        if (b == NULL || b->last == b->end) {
+            size = b ? 2 * (size_t) (b->end - b->start) : 1024;
+
+            if (size > NGX_HTTP_LLM_SIDECAR_MAX_RESPONSE) {
+                ngx_http_llm_sidecar_finish(call, NGX_ERROR);
+                return;
+            }
+
+            nb = ngx_create_temp_buf(call->pool, size);
+            if (nb == NULL) {
+                ngx_http_llm_sidecar_finish(call, NGX_ERROR);
+                return;
+            }
+
+            if (b) {
+                nb->last = ngx_cpymem(nb->pos, b->pos, b->last - b->pos);
+
+                if (call->body) {
+                    call->body = nb->pos + (call->body - b->pos);
+                }
+            }
+
+            call->in = nb;
+            b = nb;
+        }
+
+        n = c->recv(c, b->last, b->end - b->last);
+
+        if (n == NGX_AGAIN) {
+            if (ngx_handle_read_event(rev, 0) != NGX_OK) {
+                ngx_http_llm_sidecar_finish(call, NGX_ERROR);
+            }
+
+            return;
+        }
+
+        if (n == NGX_ERROR) {
+            ngx_http_llm_sidecar_finish(call, NGX_ERROR);
+            return;
+        }
+
+        if (n > 0) {
+            b->last += n;
+        }
+
+        rc = ngx_http_llm_sidecar_parse(call, n == 0);
+
+        if (rc == NGX_AGAIN && n > 0) {
+            continue;
+        }
+
+        ngx_http_llm_sidecar_finish(call, rc == NGX_OK ? call->status
+                                                       : NGX_ERROR);
+        return;
+    }
+}
+
+
+/*
+ * A minimal HTTP/1.1 response parser for one trusted local peer: status
+ * line, Content-Length, body. NGX_OK when the body is complete, NGX_AGAIN
+ * for more, NGX_ERROR.
+ */
+
+static ngx_int_t
+ngx_http_llm_sidecar_parse(ngx_http_llm_sidecar_call_t *call, ngx_uint_t eof)
+{
+    u_char     *p, *last, *eol, *v;
+    ngx_buf_t  *b;
+
+    b = call->in;
+
+    if (call->body == NULL) {
+        last = ngx_strlcasestrn(b->pos, b->last, (u_char *) CRLF CRLF, 3);
+
+        if (last == NULL) {
+            return eof ? NGX_ERROR : NGX_AGAIN;
+        }
+
+        p = b->pos;
+
+        if (last - p < 12 || ngx_strncmp(p, "HTTP/1.", 7) != 0) {
+            return NGX_ERROR;
+        }
+
+        call->status = ngx_atoi(p + 9, 3);
+        if (call->status < 100) {
+            return NGX_ERROR;
+        }
+
+        for (p = ngx_strlchr(p, last, LF); p && p < last; p = eol) {
+            p++;
+            eol = ngx_strlchr(p, last + 2, LF);
+
+            if (eol == NULL) {
+                break;
+            }
+
+            if (eol - p > 15
+                && ngx_strncasecmp(p, (u_char *) "content-length:", 15) == 0)
+            {
+                for (v = p + 15; *v == ' ' || *v == '\t'; v++) { /* void */ }
+
+                call->content_length = ngx_atoof(v, eol - v - 1);
+
+                if (call->content_length == NGX_ERROR) {
+                    return NGX_ERROR;
+                }
+            }
+        }
+
+        call->body = last + 4;
+    }
+
+    if (call->content_length >= 0) {
+        if (b->last - call->body >= call->content_length) {
+            b->last = call->body + call->content_length;
+            return NGX_OK;
+        }
+
+        return eof ? NGX_ERROR : NGX_AGAIN;
+    }
+
+    /* no length: the body ends with the connection */
+
+    return eof ? NGX_OK : NGX_AGAIN;
+}
+
+
+static void
+ngx_http_llm_sidecar_finish(ngx_http_llm_sidecar_call_t *call,
+    ngx_int_t status)
+{
+    ngx_str_t   body;
+    ngx_pool_t *pool;
+
+    if (call->peer.connection) {
+        ngx_close_connection(call->peer.connection);
+        call->peer.connection = NULL;
+    }
+
+    ngx_str_null(&body);
+
+    if (status > 0 && call->body) {
+        body.data = call->body;
+        body.len = call->in->last - call->body;
+    }
+
+    if (call->handler) {
+        call->handler(call->data, status, &body);
+    }
+
+    pool = call->pool;
+    ngx_destroy_pool(pool);
+}
+
+
+const char *
+ngx_http_llm_sidecar_strerror(ngx_int_t status)
+{
+    if (status == NGX_ETIMEDOUT) {
+        return "timed out";
+    }
+
+    if (status == NGX_ERROR) {
+        return "unreachable or not speaking HTTP";
+    }
+
+    return "answered an error status";
+}
+
+
+/*
+ * Logs a failure of the link at most once per interval per worker, with
+ * the number of failures since the last report.
+ */
+
+void
+ngx_http_llm_sidecar_log_failure(ngx_http_llm_sidecar_conf_t *scf,
+    const char *what, ngx_int_t status, const char *then)
+{
+    ngx_http_llm_sidecar_fail_count++;
+
+    if (ngx_http_llm_sidecar_fail_log_at
+        && (ngx_msec_int_t) (ngx_current_msec
+                             - ngx_http_llm_sidecar_fail_log_at)
+           < NGX_HTTP_LLM_SIDECAR_LOG_INTERVAL)
+    {
+        return;
+    }
+
+    ngx_http_llm_sidecar_fail_log_at = ngx_current_msec;
+
+    if (status > 0) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "llm sidecar %V %s answered %i (%ui failures in this "
+                      "worker since the last report): %s; check the "
+                      "sidecar's log", &scf->addr->name, what, status,
+                      ngx_http_llm_sidecar_fail_count, then);
+
+    } else {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "llm sidecar %V %s %s (%ui failures in this worker "
+                      "since the last report): %s; check that llm-sidecar "
+                      "runs and listens there", &scf->addr->name, what,
+                      ngx_http_llm_sidecar_strerror(status),
+                      ngx_http_llm_sidecar_fail_count, then);
+    }
+
+    ngx_http_llm_sidecar_fail_count = 0;
+}
+
+
+/* the usage spool */
+
+static ngx_int_t
+ngx_http_llm_spool_init_zone(ngx_shm_zone_t *shm_zone, void *data)
+{
+    size_t                       size;
+    ngx_http_llm_spool_t        *ospool = data;
+    ngx_http_llm_spool_t        *spool;
+    ngx_http_llm_spool_shctx_t  *sh;
+
+    spool = shm_zone->data;
+
+    if (ospool) {
+        /* reload with the same zone: the spooled records are kept */
+        spool->sh = ospool->sh;
+        spool->shpool = ospool->shpool;
+        return NGX_OK;
+    }
+
+    spool->shpool = (ngx_slab_pool_t *) shm_zone->shm.addr;
+
+    if (shm_zone->shm.exists) {
+        spool->sh = spool->shpool->data;
+        return NGX_OK;
+    }
+
+    sh = ngx_slab_alloc(spool->shpool, sizeof(ngx_http_llm_spool_shctx_t));
+    if (sh == NULL) {
+        return NGX_ERROR;
+    }
+
+    spool->shpool->data = sh;
+    spool->sh = sh;
+
+    /* the ring takes what the slab allocator can give in one piece */
+
+    for (size = shm_zone->shm.size / 8 * 7; size >= 4096; size -= 4096) {
+        sh->data = ngx_slab_alloc(spool->shpool, size);
+
+        if (sh->data) {
+            sh->size = size;
+            break;
+        }
+    }
+
+    if (sh->data == NULL) {
+        return NGX_ERROR;
+    }
+
+    spool->shpool->log_nomem = 0;
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_spool_copy(ngx_http_llm_spool_shctx_t *sh, u_char *dst,
+    uint64_t off, size_t len)
+{
+    size_t  pos, first;
+
+    pos = (size_t) (off % sh->size);
+    first = ngx_min(len, sh->size - pos);
+
+    ngx_memcpy(dst, sh->data + pos, first);
+    ngx_memcpy(dst + first, sh->data, len - first);
+}
+
+
+static void
+ngx_http_llm_spool_write(ngx_http_llm_spool_shctx_t *sh, uint64_t off,
+    u_char *src, size_t len)
+{
+    size_t  pos, first;
+
+    pos = (size_t) (off % sh->size);
+    first = ngx_min(len, sh->size - pos);
+
+    ngx_memcpy(sh->data + pos, src, first);
+    ngx_memcpy(sh->data, src + first, len - first);
+}
+
+
+static ngx_int_t
+ngx_http_llm_spool_put(ngx_http_llm_spool_t *spool, u_char *rec, size_t len)
+{
+    uint32_t                     n;
+    ngx_int_t                    rc;
+    ngx_http_llm_spool_shctx_t  *sh;
+
+    sh = spool->sh;
+    n = (uint32_t) len;
+
+    ngx_shmtx_lock(&spool->shpool->mutex);
+
+    if (sh->head - sh->tail + sizeof(uint32_t) + len > sh->size) {
+        /* full: the newest record is the one dropped, never a spooled one */
+        sh->dropped++;
+        rc = NGX_DECLINED;
+
+    } else {
+        ngx_http_llm_spool_write(sh, sh->head, (u_char *) &n, sizeof(n));
+        ngx_http_llm_spool_write(sh, sh->head + sizeof(n), rec, len);
+        sh->head += sizeof(n) + len;
+        sh->records++;
+        rc = NGX_OK;
+    }
+
+    ngx_shmtx_unlock(&spool->shpool->mutex);
+
+    return rc;
+}
+
+
+ngx_int_t
+ngx_http_llm_sidecar_init_process(ngx_cycle_t *cycle)
+{
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    if (ngx_process != NGX_PROCESS_WORKER && ngx_process != NGX_PROCESS_SINGLE)
+    {
+        return NGX_OK;
+    }
+
+    lmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_llm_module);
+
+    if (lmcf == NULL || lmcf->sidecar.addr == NULL) {
+        return NGX_OK;
+    }
+
+    ngx_http_llm_spool_timer.handler = ngx_http_llm_spool_tick;
+    ngx_http_llm_spool_timer.data = lmcf;
+    ngx_http_llm_spool_timer.log = cycle->log;
+    ngx_http_llm_spool_timer.cancelable = 1;
+
+    /* workers start at different moments, so they tick out of step */
+
+    ngx_add_timer(&ngx_http_llm_spool_timer, NGX_HTTP_LLM_SIDECAR_TICK);
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_spool_tick(ngx_event_t *ev)
+{
+    ngx_http_llm_main_conf_t  *lmcf = ev->data;
+
+    if (ngx_exiting || ngx_quit || ngx_terminate) {
+        /* the records stay in the zone for the next generation */
+        return;
+    }
+
+    ngx_http_llm_spool_flush((ngx_cycle_t *) ngx_cycle, &lmcf->sidecar);
+
+    ngx_add_timer(ev, NGX_HTTP_LLM_SIDECAR_TICK);
+}
+
+
+/*
+ * Takes the oldest records into one POST /v1/usage. One batch is in
+ * flight at a time across the workers (the zone says who sends); the
+ * records leave the spool only when the sidecar acknowledged them.
+ */
+
+static void
+ngx_http_llm_spool_flush(ngx_cycle_t *cycle, ngx_http_llm_sidecar_conf_t *scf)
+{
+    u_char                      *p;
+    uint32_t                     n;
+    uint64_t                     off, dropped;
+    ngx_str_t                    body;
+    ngx_uint_t                   records;
+    ngx_pool_t                  *pool;
+    ngx_http_llm_spool_t        *spool;
+    ngx_http_llm_spool_batch_t  *batch;
+    ngx_http_llm_spool_shctx_t  *sh;
+
+    spool = scf->spool->data;
+    sh = spool->sh;
+
+    ngx_shmtx_lock(&spool->shpool->mutex);
+
+    dropped = 0;
+
+    if (sh->dropped != sh->dropped_logged
+        && (ngx_msec_int_t) (ngx_current_msec - sh->drop_log_at)
+           >= NGX_HTTP_LLM_SIDECAR_LOG_INTERVAL)
+    {
+        dropped = sh->dropped - sh->dropped_logged;
+        sh->dropped_logged = sh->dropped;
+        sh->drop_log_at = ngx_current_msec;
+    }
+
+    if (sh->records == 0
+        || (sh->sender
+            && (ngx_msec_int_t) (ngx_current_msec - sh->sent_at)
+               < (ngx_msec_int_t) (2 * scf->timeout + 1000)))
+    {
+        ngx_shmtx_unlock(&spool->shpool->mutex);
+        goto log;
+    }
+
+    /* the batch's size first, then one allocation outside the lock */
+
+    off = sh->tail;
+    records = 0;
+
+    while (off < sh->head && records < scf->batch) {
+        ngx_http_llm_spool_copy(sh, (u_char *) &n, off, sizeof(n));
+
+        if (records && off + sizeof(n) + n - sh->tail
+                       > NGX_HTTP_LLM_SIDECAR_BATCH_BYTES)
+        {
+            break;
+        }
+
+        off += sizeof(n) + n;
+        records++;
+    }
+
+    pool = ngx_create_pool(off - sh->tail + 1024, cycle->log);
+
+    if (pool == NULL) {
+        ngx_shmtx_unlock(&spool->shpool->mutex);
+        return;
+    }
+
+    body.data = ngx_pnalloc(pool, off - sh->tail + records
+                                  + sizeof("{\"records\":[]}"));
+    batch = ngx_calloc(sizeof(ngx_http_llm_spool_batch_t), cycle->log);
+
+    if (body.data == NULL || batch == NULL) {
+        ngx_shmtx_unlock(&spool->shpool->mutex);
+        ngx_destroy_pool(pool);
+
+        if (batch) {
+            ngx_free(batch);
+        }
+
+        return;
+    }
+
+    p = ngx_cpymem(body.data, "{\"records\":[", 12);
+
+    for (off = sh->tail; off < sh->head && records; records--) {
+        ngx_http_llm_spool_copy(sh, (u_char *) &n, off, sizeof(n));
+        ngx_http_llm_spool_copy(sh, p, off + sizeof(n), n);
+        p += n;
+        *p++ = ',';
+        off += sizeof(n) + n;
+        batch->records++;
+    }
+
+    p[-1] = ']';
+    *p++ = '}';
+    body.len = p - body.data;
+
+    batch->spool = spool;
+    batch->seq = ++sh->seq;
+    batch->start = sh->tail;
+    batch->bytes = off - sh->tail;
+
+    sh->sender = ngx_pid;
+    sh->sent_at = ngx_current_msec;
+
+    ngx_shmtx_unlock(&spool->shpool->mutex);
+
+    ngx_log_debug2(NGX_LOG_DEBUG_HTTP, cycle->log, 0,
+                   "llm sidecar: usage batch of %ui records, %uz bytes",
+                   batch->records, body.len);
+
+    if (ngx_http_llm_sidecar_call(scf->addr, "/v1/usage", &body,
+                                  scf->timeout, ngx_http_llm_spool_done,
+                                  batch)
+        == NULL)
+    {
+        ngx_http_llm_spool_done(batch, NGX_ERROR, NULL);
+    }
+
+    /* the call copied the body */
+
+    ngx_destroy_pool(pool);
+
+log:
+
+    if (dropped) {
+        ngx_log_error(NGX_LOG_ERR, cycle->log, 0,
+                      "llm sidecar spool \"%V\" full: %uL usage records "
+                      "dropped since the last report (%uL in all); "
+                      "increase the spool size or check the sidecar",
+                      &scf->spool->shm.name, dropped, sh->dropped);
+    }
+}
+
+
+static void
+ngx_http_llm_spool_done(void *data, ngx_int_t status, ngx_str_t *body)
+{
+    ngx_http_llm_spool_batch_t  *batch = data;
+
+    ngx_http_llm_spool_report(batch, status, body);
+    ngx_free(batch);
+}
+
+
+static void
+ngx_http_llm_spool_report(ngx_http_llm_spool_batch_t *batch, ngx_int_t status,
+    ngx_str_t *body)
+{
+    ngx_uint_t                    ack;
+    ngx_http_llm_spool_t         *spool;
+    ngx_http_llm_main_conf_t     *lmcf;
+    ngx_http_llm_spool_shctx_t   *sh;
+
+    lmcf = ngx_http_cycle_get_module_main_conf(ngx_cycle, ngx_http_llm_module);
+
+    /*
+     * 2xx: delivered (records the sidecar rejected as invalid are in its
+     * answer and log, and must not be retried); another 4xx but 408 / 429:
+     * the batch can never succeed and would block the spool: dropped and
+     * counted; anything else: kept for the next tick
+     */
+
+    ack = (status >= 200 && status < 300)
+          || (status >= 400 && status < 500 && status != 408
+              && status != 429);
+
+    spool = batch->spool;
+    sh = spool->sh;
+
+    ngx_shmtx_lock(&spool->shpool->mutex);
+
+    if (sh->seq == batch->seq && sh->sender == ngx_pid) {
+        sh->sender = 0;
+
+        if (ack && sh->tail == batch->start) {
+            sh->tail += batch->bytes;
+            sh->records -= batch->records;
+
+            if (status < 300) {
+                sh->delivered += batch->records;
+
+            } else {
+                sh->dropped += batch->records;
+            }
+        }
+    }
+
+    ngx_shmtx_unlock(&spool->shpool->mutex);
+
+    if (status >= 200 && status < 300) {
+        ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
+                       "llm sidecar: usage batch of %ui records delivered",
+                       batch->records);
+
+        if (body && body->len
+            && ngx_strlcasestrn(body->data, body->data + body->len,
+                                (u_char *) "\"rejected\":0", 11)
+               == NULL)
+        {
+            ngx_log_error(NGX_LOG_WARN, ngx_cycle->log, 0,
+                          "llm sidecar rejected usage records: %V",
+                          body);
+        }
+
+        return;
+    }
+
+    if (lmcf && ack) {
+        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+                      "llm sidecar refused a usage batch of %ui records "
+                      "with %i, dropped: %V", batch->records, status,
+                      body ? body : &lmcf->sidecar.addr->name);
+        return;
+    }
+
+    if (lmcf) {
+        ngx_http_llm_sidecar_log_failure(&lmcf->sidecar, "usage delivery",
+                                         status,
+                                         "records stay spooled and are "
+                                         "retried");
+    }
+}
+
+
+/* the usage record of one request, from its ctx */
+
+void
+ngx_http_llm_sidecar_record(ngx_http_request_t *r)
+{
+    u_char                      *p, *last;
+    ngx_str_t                    s, empty;
+    ngx_msec_t                   ttft, duration;
+    ngx_http_llm_ctx_t          *ctx;
+    ngx_http_llm_usage_t        *u;
+    ngx_http_variable_value_t   *vv;
+    ngx_http_llm_main_conf_t    *lmcf;
+    ngx_http_llm_sidecar_conf_t *scf;
+    u_char                       buf[NGX_HTTP_LLM_SIDECAR_RECORD_MAX];
+
+    static const char  *sources[] = { "none", "upstream", "estimated", "none" };
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_module);
+    scf = &lmcf->sidecar;
+
+    if (scf->addr == NULL) {
+        return;
+    }
+
+    ctx = ngx_http_llm_get_ctx(r);
+
+    if (ctx == NULL || !ctx->inspected) {
+        /* bodies the gateway could not understand carry no model */
+        return;
+    }
+
+    if (ngx_http_llm_link_ctx(r) == NULL) {
+        return;
+    }
+
+    ngx_str_null(&empty);
+    u = &ctx->usage;
+    p = buf;
+    last = buf + sizeof(buf) - 1;
+
+    p = ngx_slprintf(p, last, "{\"request_id\":");
+
+    vv = ngx_http_get_indexed_variable(r, scf->request_id_index);
+
+    if (vv == NULL || vv->not_found) {
+        return;
+    }
+
+    s.data = vv->data;
+    s.len = vv->len;
+    p = ngx_http_llm_sidecar_json_str(p, last, &s);
+
+    p = ngx_slprintf(p, last, ",\"key_hash\":");
+    p = ngx_http_llm_sidecar_json_str(p, last, &ctx->key_hash);
+
+    p = ngx_slprintf(p, last, ",\"team\":");
+    p = ngx_http_llm_sidecar_json_str(p, last,
+                                      ctx->link ? &ctx->link->team : &empty);
+
+    p = ngx_slprintf(p, last, ",\"model\":");
+    p = ngx_http_llm_sidecar_json_str(p, last, &ctx->model);
+
+    p = ngx_slprintf(p, last, ",\"served_model\":");
+    p = ngx_http_llm_sidecar_json_str(p, last,
+                                      ctx->link && ctx->link->served_model.len
+                                      ? &ctx->link->served_model
+                                      : &ctx->model);
+
+    p = ngx_slprintf(p, last, ",\"upstream\":");
+
+    if (ctx->link && ctx->link->upstream.len) {
+        s = ctx->link->upstream;
+
+    } else {
+        vv = ngx_http_get_indexed_variable(r, scf->upstream_addr_index);
+        s.data = vv && !vv->not_found ? vv->data : NULL;
+        s.len = vv && !vv->not_found ? vv->len : 0;
+    }
+
+    p = ngx_http_llm_sidecar_json_str(p, last, &s);
+
+    vv = ngx_http_get_indexed_variable(r, scf->cache_status_index);
+    s.data = vv && !vv->not_found ? vv->data : NULL;
+    s.len = vv && !vv->not_found ? vv->len : 0;
+
+    ttft = ctx->ttft ? ctx->ttft - ctx->start : 0;
+    duration = ctx->end - ctx->start;
+
+    p = ngx_slprintf(p, last,
+                     ",\"prompt_tokens\":%L,\"cached_tokens\":%L,"
+                     "\"cache_write_tokens\":%L,\"completion_tokens\":%L,"
+                     "\"reasoning_tokens\":%L,\"usage_source\":\"%s\","
+                     "\"status\":%ui,\"ttft_ms\":%M,\"duration_ms\":%M,"
+                     "\"cache_status\":",
+                     ngx_max(u->prompt_tokens, 0),
+                     ngx_max(u->cached_tokens, 0),
+                     ngx_max(u->cache_write_tokens, 0),
+                     ngx_max(u->completion_tokens, 0),
+                     ngx_max(u->reasoning_tokens, 0),
+                     sources[ctx->usage_source],
+                     r->headers_out.status ? r->headers_out.status
+                         : (ngx_uint_t) (r->connection->error ? 499 : 0),
+                     ttft, duration);
+
+    p = ngx_http_llm_sidecar_json_str(p, last, &s);
+
+    p = ngx_slprintf(p, last, ",\"ts\":%uL}",
+                     (uint64_t) r->start_sec * 1000 + r->start_msec);
+
+    if (p == last) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "llm usage record longer than %d bytes not spooled: "
+                      "shorten llm_team", NGX_HTTP_LLM_SIDECAR_RECORD_MAX);
+        return;
+    }
+
+    (void) ngx_http_llm_spool_put(scf->spool->data, buf, p - buf);
+}
+
+
+u_char *
+ngx_http_llm_sidecar_json_str(u_char *p, u_char *last, ngx_str_t *s)
+{
+    u_char      c;
+    ngx_uint_t  i;
+
+    static u_char  hex[] = "0123456789abcdef";
+
+    if (p + 2 > last) {
+        return last;
+    }
+
+    *p++ = '"';
+
+    for (i = 0; i < s->len; i++) {
+        c = s->data[i];
+
+        if (p + 7 > last) {
+            return last;
+        }
+
+        if (c == '"' || c == '\\') {
+            *p++ = '\\';
+            *p++ = c;
+
+        } else if (c < 0x20) {
+            p = ngx_cpymem(p, "\\u00", 4);
+            *p++ = hex[c >> 4];
+            *p++ = hex[c & 0xf];
+
+        } else {
+            *p++ = c;
+        }
+    }
+
+    *p++ = '"';
+
+    return p;
+}
+
+
+/* configuration */
+
+/*
+ * llm_sidecar unix:/path [timeout=200ms] [fail=open|closed]
+ *             [spool=name:size] [decisions=name:size] [batch=N];
+ */
+
+char *
+ngx_http_llm_sidecar_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
+{
+    ngx_http_llm_main_conf_t  *lmcf = conf;
+
+    ngx_str_t                    *value, name;
+    ngx_url_t                     u;
+    ngx_int_t                     n;
+    ngx_uint_t                    i;
+    ngx_http_llm_sidecar_conf_t  *scf;
+
+    scf = &lmcf->sidecar;
+
+    if (scf->addr) {
+        return "is duplicate";
+    }
+
+    value = cf->args->elts;
+
+    ngx_memzero(&u, sizeof(ngx_url_t));
+    u.url = value[1];
+    u.no_resolve = 1;
+
+    if (ngx_parse_url(cf->pool, &u) != NGX_OK || u.naddrs == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "invalid llm_sidecar address \"%V\"%s%s",
+                           &value[1], u.err ? ": " : "",
+                           u.err ? u.err : "");
+        return NGX_CONF_ERROR;
+    }
+
+    if (u.family != AF_UNIX
+        && !(u.family == AF_INET
+             && ((struct sockaddr_in *) u.addrs[0].sockaddr)->sin_addr.s_addr
+                == htonl(INADDR_LOOPBACK)))
+    {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_sidecar \"%V\" must be a unix socket "
+                           "(\"unix:/path\") or 127.0.0.1:port", &value[1]);
+        return NGX_CONF_ERROR;
+    }
+
+    scf->addr = &u.addrs[0];
+    scf->timeout = 200;
+    scf->batch = 500;
+
+    for (i = 2; i < cf->args->nelts; i++) {
+
+        if (ngx_strncmp(value[i].data, "timeout=", 8) == 0) {
+            name.data = value[i].data + 8;
+            name.len = value[i].len - 8;
+            scf->timeout = ngx_parse_time(&name, 0);
+
+            if (scf->timeout == (ngx_msec_t) NGX_ERROR || scf->timeout == 0) {
+                goto invalid;
+            }
+
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "fail=open") == 0) {
+            scf->fail_closed = 0;
+            continue;
+        }
+
+        if (ngx_strcmp(value[i].data, "fail=closed") == 0) {
+            scf->fail_closed = 1;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "batch=", 6) == 0) {
+            n = ngx_atoi(value[i].data + 6, value[i].len - 6);
+
+            if (n < 1 || n > 10000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "llm_sidecar \"%V\": batch must be "
+                                   "between 1 and 10000", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            scf->batch = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "spool=", 6) == 0) {
+            if (ngx_http_llm_sidecar_zone(cf, &value[i], "spool",
+                                          &scf->spool,
+                                          ngx_http_llm_spool_init_zone)
+                != NGX_CONF_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "decisions=", 10) == 0) {
+            if (ngx_http_llm_sidecar_zone(cf, &value[i], "decisions",
+                                          &scf->decisions,
+                                          ngx_http_llm_route_init_zone)
+                != NGX_CONF_OK)
+            {
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
+        goto invalid;
+    }
+
+    if (scf->spool == NULL) {
+        ngx_str_set(&name, "spool=llm_spool:1m");
+
+        if (ngx_http_llm_sidecar_zone(cf, &name, "spool", &scf->spool,
+                                      ngx_http_llm_spool_init_zone)
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    if (scf->decisions == NULL) {
+        ngx_str_set(&name, "decisions=llm_decisions:1m");
+
+        if (ngx_http_llm_sidecar_zone(cf, &name, "decisions",
+                                      &scf->decisions,
+                                      ngx_http_llm_route_init_zone)
+            != NGX_CONF_OK)
+        {
+            return NGX_CONF_ERROR;
+        }
+    }
+
+    ngx_str_set(&name, "request_id");
+    scf->request_id_index = ngx_http_get_variable_index(cf, &name);
+
+    ngx_str_set(&name, "upstream_addr");
+    scf->upstream_addr_index = ngx_http_get_variable_index(cf, &name);
+
+    ngx_str_set(&name, "llm_cache_status");
+    scf->cache_status_index = ngx_http_get_variable_index(cf, &name);
+
+    if (scf->request_id_index == NGX_ERROR
+        || scf->upstream_addr_index == NGX_ERROR
+        || scf->cache_status_index == NGX_ERROR)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    return NGX_CONF_OK;
+
+invalid:
+
+    ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                       "invalid llm_sidecar parameter \"%V\"; expected "
+                       "timeout=TIME, fail=open|closed, spool=NAME:SIZE, "
+                       "decisions=NAME:SIZE or batch=N", &value[i]);
+    return NGX_CONF_ERROR;
+}
+
+
+static char *
+ngx_http_llm_sidecar_zone(ngx_conf_t *cf, ngx_str_t *value,
+    const char *param, ngx_shm_zone_t **zone, ngx_shm_zone_init_pt init)
+{
+    u_char     *p;
+    ssize_t     size;
+    ngx_str_t   name, s;
+    void       *data;
+
+    name.data = value->data + ngx_strlen(param) + 1;
+    name.len = value->len - ngx_strlen(param) - 1;
+
+    p = (u_char *) ngx_strlchr(name.data, name.data + name.len, ':');
+
+    if (p == NULL || p == name.data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_sidecar \"%V\": %s must be NAME:SIZE",
+                           value, param);
+        return NGX_CONF_ERROR;
+    }
+
+    s.data = p + 1;
+    s.len = name.data + name.len - s.data;
+    name.len = p - name.data;
+
+    size = ngx_parse_size(&s);
+
+    if (size == NGX_ERROR || size < (ssize_t) (8 * ngx_pagesize)) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_sidecar \"%V\": %s size must be at least "
+                           "%uzk", value, param, 8 * ngx_pagesize / 1024);
+        return NGX_CONF_ERROR;
+    }
+
+    if (init == ngx_http_llm_spool_init_zone) {
+        data = ngx_pcalloc(cf->pool, sizeof(ngx_http_llm_spool_t));
+
+    } else {
+        data = ngx_http_llm_route_zone_data(cf);
+    }
+
+    if (data == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    *zone = ngx_shared_memory_add(cf, &name, size, &ngx_http_llm_module);
+    if (*zone == NULL) {
+        return NGX_CONF_ERROR;
+    }
+
+    if ((*zone)->data) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "llm_sidecar: zone \"%V\" is already used",
+                           &name);
+        return NGX_CONF_ERROR;
+    }
+
+    (*zone)->init = init;
+    (*zone)->data = data;
+
+    return NGX_CONF_OK;
+}
