@@ -111,8 +111,8 @@ test: deps
 	$(MAKE) unit
 	$(MAKE) test-mock
 	$(MAKE) test-sidecar
-	$(MAKE) test-nginx
 	$(MAKE) test-obs
+	$(MAKE) test-nginx
 
 -include ngx_llm_module/tests/unit.mk
 -include fuzz/fuzz.mk asan.mk obs.mk bench/limit.mk bench/cache.mk

@@ -188,7 +188,10 @@ void ngx_http_llm_json_cur_init(ngx_http_llm_json_cur_t *cur,
 /* the type of the next value, without consuming it; NONE on error */
 int ngx_http_llm_json_peek(ngx_http_llm_json_cur_t *cur);
 
-/* consumes '{' or '['; 0, or -1 if the next value is of another type */
+/*
+ * consumes '{' or '[': 1 when entered, 0 when the next value is of another
+ * type (nothing consumed), -1 on a syntax error or too deep a nesting
+ */
 int ngx_http_llm_json_enter(ngx_http_llm_json_cur_t *cur, int type);
 
 /*

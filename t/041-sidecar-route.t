@@ -162,3 +162,45 @@ location / { llm_route mock; }
 --- must_die
 --- error_log
 llm_route needs "llm_sidecar"
+
+
+
+=== TEST 8: a small team budget: routed normally, downgraded past the threshold, denied at 100 %
+--- init
+Sidecar::start() unless Sidecar::answers();
+Sidecar::request("PUT", "/v1/budgets/team/t041-budget",
+                 '{"limit_usd_micros":850,"window":"day"}', $Sidecar::token);
+--- more_headers
+Content-Type: application/json
+X-Team: t041-budget
+X-Mock-Tokens: 100
+--- config
+llm_gateway on;
+llm_team $http_x_team;
+location /v1/ {
+    llm_route mock;
+    add_header X-Served $llm_served_model always;
+    proxy_set_header x-mock-tokens $http_x_mock_tokens;
+    proxy_pass http://$llm_upstream;
+}
+location = /pause {
+    echo_sleep 0.8;
+    echo ok;
+}
+--- request eval
+["POST /v1/chat/completions
+{\"model\":\"gpt-4.1\",\"max_tokens\":100,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+"GET /pause",
+"POST /v1/chat/completions
+{\"model\":\"gpt-4.1\",\"max_tokens\":100,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+"GET /pause",
+"POST /v1/chat/completions
+{\"model\":\"gpt-4.1\",\"max_tokens\":100,\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}"]
+--- error_code eval
+[200, 200, 200, 200, 429]
+--- response_headers eval
+["X-Served: gpt-4.1", "", "X-Served: gpt-4.1-nano", "",
+ "Content-Type: application/json"]
+--- response_body_like eval
+[qr/"model":"gpt-4.1"/, qr/ok/, qr/"model":"gpt-4.1-nano"/, qr/ok/,
+ qr/"type":"insufficient_quota".*"code":"budget_exceeded"/]

@@ -63,7 +63,7 @@ print $fh <<"_EOC_";
   "aliases": {"auto": {}, "fast": {"class": "small"}},
   "teams": {"*": {"allow": ["*"]},
             "interns": {"allow": ["gpt-4.1-nano", "gpt-4o-mini"]}},
-  "routing": {"decision_ttl_ms": 60000, "budget_ttl_ms": 300,
+  "routing": {"decision_ttl_ms": 500, "budget_ttl_ms": 300,
               "budget_downgrade_share": 0.5,
               "equivalence_cost_ratio": 1.0},
   "alerts": {"check_interval_ms": 1000}
