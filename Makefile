@@ -45,7 +45,7 @@ export TEST_NGINX_LOAD_MODULES ?= $(ECHO_SO) $(CURDIR)/$(MODULE_SO)
 
 
 .PHONY: all module mock sidecar deps deps-run deps-bench deps-fuzz test unit \
-        test-mock test-sidecar test-nginx run stop bench lint fuzz clean
+        test-mock test-sidecar test-sdk test-nginx run stop bench lint fuzz clean
 
 all: module mock sidecar
 
@@ -64,6 +64,10 @@ define apt_install
 	        $$missing >/dev/null; \
 	fi
 endef
+
+# for a recipe line: installs the named packages
+apt_install_now = { DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install \
+                    -y -qq $(1) >/dev/null; }
 
 deps:
 	$(call apt_install,$(TEST_PKGS))
@@ -112,6 +116,7 @@ test: deps
 	$(MAKE) test-mock
 	$(MAKE) test-sidecar
 	$(MAKE) test-obs
+	$(MAKE) test-sdk
 	$(MAKE) test-nginx
 
 -include ngx_llm_module/tests/unit.mk
@@ -124,6 +129,12 @@ test-sidecar: sidecar
 	@if [ -f sidecar/CMakeLists.txt ]; then \
 	    ctest --test-dir $(B)/sidecar --output-on-failure; \
 	fi
+
+# the official OpenAI and Anthropic SDKs (npm, pinned) against the gateway
+test-sdk: module mock
+	@command -v node >/dev/null && command -v npm >/dev/null \
+	    || $(call apt_install_now,nodejs npm)
+	bash t/sdk/run.sh $(CURDIR)/$(MODULE_SO)
 
 test-nginx: module mock
 	@if [ -n "$(PROVE_INC)" ] && [ -d t/selftest ]; then \

@@ -176,7 +176,9 @@ overload() {
                " admitted %d in %.2f s = %.0f/min, error %+.2f %%"         \
                " (burst drained in %d s)\n",
                label, rpm, off, off / rpm, c1 - c0, t, got,
-               (got - rpm) / rpm * 100, warm }'
+               (got - rpm) / rpm * 100, warm;
+        if (off < 10 * rpm)
+            print "  (offered below 10x the limit: set a lower BENCH_RPM)" }'
 }
 
 printf '%s' '{"model":"mock","max_tokens":16,"messages":[{"role":"user","content":"Write a haiku about NGINX."}]}' \
@@ -197,9 +199,9 @@ start_nginx probe "$(
 read -r _ _ probe_rps < <(wrk_run "$probe_port" 3)
 kill "$(cat "$dir/probe/logs/nginx.pid")"
 
-# admitted requests cost more than rejected ones: aim at 14x
+# admitted requests cost more than rejected ones: aim at 16x
 rpm=${BENCH_RPM:-$(awk -v r="$probe_rps" 'BEGIN {
-    x = r * 60 / 14; m = 10 ^ int(log(x) / log(10)); print int(x / m) * m }')}
+    x = r * 60 / 16; m = 10 ^ int(log(x) / log(10)); print int(x / m) * m }')}
 
 echo "bench-limit: mock with zero delays, 2 workers per nginx, wrk -t2" \
      "-c$conns, one key; the rejection path answers $probe_rps req/s"
