@@ -1350,10 +1350,6 @@ ngx_http_llm_limit_meter(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 ngx_chain_t *
 ngx_http_llm_limit_cutoff(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 {
-    ngx_str_t     s;
-    ngx_buf_t    *b;
-    ngx_chain_t  *cl;
-
     static ngx_str_t  openai = ngx_string(
         "\n\ndata: {\"error\":{\"message\":\"Rate limit reached for tokens "
         "per min (TPM) during the stream: the answer was cut off.\","
@@ -1365,37 +1361,7 @@ ngx_http_llm_limit_cutoff(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         "\"rate_limit_error\",\"message\":\"Rate limit reached for tokens "
         "per min during the stream: the answer was cut off.\"}}\n\n");
 
-    ctx->ended = 1;
-
-    s = NGX_HTTP_LLM_IS_ANTHROPIC(ctx->api) ? anthropic : openai;
-
-    /* the leading blank line closes an event cut in the middle, if any */
-
-    if (ctx->strip || ctx->sse.event_start == ctx->sse.offset) {
-        s.data += 2;
-        s.len -= 2;
-    }
-
-    b = ngx_calloc_buf(r->pool);
-    if (b == NULL) {
-        return NULL;
-    }
-
-    b->pos = s.data;
-    b->last = s.data + s.len;
-    b->memory = 1;
-    b->flush = 1;
-    b->last_buf = 1;
-
-    cl = ngx_alloc_chain_link(r->pool);
-    if (cl == NULL) {
-        return NULL;
-    }
-
-    cl->buf = b;
-    cl->next = NULL;
-
-    return cl;
+    return ngx_http_llm_sse_end_chain(r, ctx, &openai, &anthropic);
 }
 
 

@@ -134,6 +134,8 @@ ngx_int_t ngx_http_llm_route(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx);
 
 /* sse: response header and body filters */
 ngx_int_t ngx_http_llm_sse_init_filters(ngx_conf_t *cf);
+ngx_chain_t *ngx_http_llm_sse_end_chain(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_str_t *openai, ngx_str_t *anthropic);
 
 /* usage: settle figures at the log phase */
 ngx_int_t ngx_http_llm_usage_log_handler(ngx_http_request_t *r);

@@ -261,8 +261,6 @@ ngx_http_llm_sse_ended(ngx_http_request_t *r, ngx_chain_t *in)
 static ngx_chain_t *
 ngx_http_llm_sse_terminator(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 {
-    ngx_str_t     s;
-    ngx_buf_t    *b;
     ngx_chain_t  *cl;
 
     static ngx_str_t  openai = ngx_string(
@@ -276,11 +274,36 @@ ngx_http_llm_sse_terminator(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         "\"api_error\",\"message\":\"The upstream model server ended the "
         "stream before it was complete.\"}}\n\n");
 
+    cl = ngx_http_llm_sse_end_chain(r, ctx, &openai, &anthropic);
+
+    if (cl) {
+        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                      "llm upstream stream ended without its terminator "
+                      "after %ui events, the client stream was closed with "
+                      "an error event", ctx->events);
+    }
+
+    return cl;
+}
+
+
+/*
+ * The last buffer of a stream the gateway ends itself: the error event of
+ * the client's API (each text starts with a blank line that closes an
+ * event cut in the middle; it is skipped when no event is open).
+ */
+
+ngx_chain_t *
+ngx_http_llm_sse_end_chain(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_str_t *openai, ngx_str_t *anthropic)
+{
+    ngx_str_t     s;
+    ngx_buf_t    *b;
+    ngx_chain_t  *cl;
+
     ctx->ended = 1;
 
-    s = NGX_HTTP_LLM_IS_ANTHROPIC(ctx->api) ? anthropic : openai;
-
-    /* the leading blank line closes an event cut in the middle, if any */
+    s = NGX_HTTP_LLM_IS_ANTHROPIC(ctx->api) ? *anthropic : *openai;
 
     if (ctx->strip || ctx->sse.event_start == ctx->sse.offset) {
         s.data += 2;
@@ -305,11 +328,6 @@ ngx_http_llm_sse_terminator(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
     cl->buf = b;
     cl->next = NULL;
-
-    ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                  "llm upstream stream ended without its terminator after "
-                  "%ui events, the client stream was closed with an error "
-                  "event", ctx->events);
 
     return cl;
 }
