@@ -1410,6 +1410,9 @@ ngx_http_llm_cache_serve(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     c->serving = 1;
     ngx_http_llm_cache_account(ctx, c);
 
+    /* served after waiting on an identical request: coalesced */
+    ctx->cache_coalesced = c->waiting;
+
     r->headers_out.status = NGX_HTTP_OK;
 
     if (c->sse) {
@@ -2614,6 +2617,7 @@ ngx_http_llm_cache_follow(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     c->wait_until = ngx_current_msec + llcf->cache.lock_timeout;
 
     ctx->cache_hit = 1;
+    ctx->cache_coalesced = 1;
     ctx->sse_response = 1;
     ctx->json_response = 0;
 

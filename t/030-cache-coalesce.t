@@ -97,6 +97,44 @@ __DATA__
 
 
 
+=== TEST 2b: the three requests served after the leader count as
+coalesced in the metrics
+--- http_config eval
+"upstream mock { server 127.0.0.1:$ENV{TEST_NGINX_MOCK_PORT}; }
+llm_cache_zone llm:1m;
+llm_metrics_zone m:256k;"
+--- config
+    location /v1/ {
+        llm_gateway on;
+        llm_cache llm;
+        proxy_pass http://mock;
+    }
+    location = /metrics {
+        llm_metrics;
+    }
+    location = /fan {
+        echo_location_async /one;
+        echo_location_async /one;
+        echo_location_async /one;
+        echo_location_async /one;
+    }
+    location = /one {
+        internal;
+        proxy_method POST;
+        proxy_set_header Content-Type application/json;
+        proxy_set_header x-mock-ttft-ms 300;
+        proxy_set_body '{"model":"k9","temperature":0,"messages":[{"role":"user","content":"same again"}]}';
+        proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
+    }
+--- request eval
+["POST /reset", "GET /fan", "GET /metrics"]
+--- response_body_like eval
+[qr/./,
+ qr/^(?:\{"id":"chatcmpl-\w+","object":"chat\.completion"[^\n]*\}){4}$/,
+ qr/llm_cache_requests_total\{[^}]*model="k9"[^}]*status="coalesced"[^}]*\} 3\n/]
+
+
+
 === TEST 3: llm_cache_lock off: every miss goes upstream
 --- config
     location /v1/ {
