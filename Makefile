@@ -117,6 +117,7 @@ test: deps
 	$(MAKE) test-sidecar
 	$(MAKE) test-obs
 	$(MAKE) test-sdk
+	$(MAKE) test-asan
 	$(MAKE) test-nginx
 
 -include ngx_llm_module/tests/unit.mk

@@ -2821,7 +2821,7 @@ ngx_http_llm_cache_follow_render(ngx_http_request_t *r,
     };
 
     t = c->openai ? &openai_error : &anthropic_error;
-    last = p + len;
+    last = len ? p + len : p;     /* p is NULL when nothing is new */
 
     /* an upper bound: every data line gets "data: " and "\n" */
 
