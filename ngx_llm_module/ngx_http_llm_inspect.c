@@ -198,6 +198,9 @@ typedef struct {
     XXH128_hash_t               system_hash;
     XXH128_hash_t               sys_msgs;
     XXH128_hash_t               tools_hash;
+    XXH128_hash_t               conv;       /* messages after the run */
+    XXH128_hash_t               conv_at[NGX_HTTP_LLM_INSPECT_MSG_PREFIXES];
+    uint64_t                    conv_bytes;
     XXH128_hash_t               doc_hash;
 
     unsigned                    top_n;      /* top-level members */
@@ -305,6 +308,7 @@ ngx_http_llm_inspect(ngx_http_llm_request_t *req, int api, const u_char *body,
     req->hash[0] = 0;
     req->hash[1] = 0;
     req->prefix_hash = 0;
+    req->msg_prefixes = 0;
     req->stream_options_start = -1;
     req->stream_options_end = -1;
     req->object_end = 0;
@@ -339,6 +343,8 @@ ngx_http_llm_inspect(ngx_http_llm_request_t *req, int api, const u_char *body,
     s.system_hash = s.model_hash;
     s.sys_msgs = s.model_hash;
     s.tools_hash = s.model_hash;
+    s.conv = s.model_hash;
+    s.conv_bytes = 0;
     s.top_n = 0;
     s.top_inc = 0;
 
@@ -1385,13 +1391,23 @@ ngx_http_llm_inspect_close(ngx_http_llm_inspect_t *s,
         return h;
 
     case NGX_HTTP_LLM_CTX_MESSAGE:
-        if (s->sys_leading) {
-            if (f->flags & NGX_HTTP_LLM_F_SYSTEM) {
-                s->sys_msgs = ngx_http_llm_json_mix(s->sys_msgs, h,
+        if (s->sys_leading && (f->flags & NGX_HTTP_LLM_F_SYSTEM)) {
+            s->sys_msgs = ngx_http_llm_json_mix(s->sys_msgs, h,
                                                 NGX_HTTP_LLM_JSON_SEED_ARRAY);
-            } else {
-                s->sys_leading = 0;
-            }
+            break;
+        }
+
+        s->sys_leading = 0;
+
+        if (s->req->msg_prefixes < NGX_HTTP_LLM_INSPECT_MSG_PREFIXES) {
+            s->conv = ngx_http_llm_json_mix(s->conv, h,
+                                            NGX_HTTP_LLM_JSON_SEED_ARRAY);
+            s->conv_bytes += f->text;
+            s->conv_at[s->req->msg_prefixes] = s->conv;
+            s->req->msg_tokens[s->req->msg_prefixes] = (uint32_t)
+                ((s->conv_bytes + NGX_HTTP_LLM_EST_BYTES_PER_TOKEN - 1)
+                 / NGX_HTTP_LLM_EST_BYTES_PER_TOKEN);
+            s->req->msg_prefixes++;
         }
 
         break;
@@ -1441,7 +1457,7 @@ ngx_http_llm_inspect_sort(XXH128_hash_t *a, unsigned n)
 static int
 ngx_http_llm_inspect_finish(ngx_http_llm_inspect_t *s)
 {
-    unsigned                 need;
+    unsigned                 i, need;
     uint64_t                 w[8], tokens;
     ngx_http_llm_request_t  *req;
 
@@ -1537,6 +1553,13 @@ ngx_http_llm_inspect_finish(ngx_http_llm_inspect_t *s)
 
     req->prefix_hash = XXH3_64bits_withSeed(w, sizeof(w),
                                             NGX_HTTP_LLM_SEED_PREFIX);
+
+    for (i = 0; i < req->msg_prefixes; i++) {
+        w[0] = s->conv_at[i].low64;
+        w[1] = s->conv_at[i].high64;
+        req->msg_hash[i] = XXH3_64bits_withSeed(w, 2 * sizeof(uint64_t),
+                                                req->prefix_hash);
+    }
 
     return NGX_HTTP_LLM_INSPECT_OK;
 }

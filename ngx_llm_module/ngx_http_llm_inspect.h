@@ -40,6 +40,10 @@
 #define NGX_HTTP_LLM_INSPECT_MAX_DEPTH      128
 
 
+/* conversation prefixes kept after the prefix hash, see msg_hash */
+#define NGX_HTTP_LLM_INSPECT_MSG_PREFIXES  8
+
+
 /* tri-state flags */
 #define NGX_HTTP_LLM_UNSET_FLAG         -1
 
@@ -86,6 +90,16 @@ typedef struct {
 
     /* hash of model + system + tools: the prompt prefix identity */
     uint64_t                    prefix_hash;
+
+    /*
+     * the conversation after the leading system messages, message by
+     * message (first NGX_HTTP_LLM_INSPECT_MSG_PREFIXES): msg_hash[i]
+     * covers prefix_hash and messages 0 .. i of it (canonically, as the
+     * request hash), msg_tokens[i] their estimated text tokens
+     */
+    uint64_t                    msg_hash[NGX_HTTP_LLM_INSPECT_MSG_PREFIXES];
+    uint32_t                    msg_tokens[NGX_HTTP_LLM_INSPECT_MSG_PREFIXES];
+    unsigned                    msg_prefixes;
 
     /* positions (byte offsets into the body) for rewriting */
     ssize_t                     stream_options_start;   /* value start */

@@ -919,6 +919,11 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
         ll = &cl->next;
     }
 
+    ll = ngx_http_llm_balancer_metrics(r, ll, &len);    /* llm_balance */
+    if (ll == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     *ll = NULL;
 
     ngx_str_set(&type, "text/plain; version=0.0.4; charset=utf-8");

@@ -49,6 +49,13 @@ static ngx_conf_post_t  ngx_http_llm_min_size_post =
 
 static ngx_command_t  ngx_http_llm_commands[] = {
 
+    { ngx_string("llm_balance"),
+      NGX_HTTP_UPS_CONF|NGX_CONF_1MORE,
+      ngx_http_llm_balance,
+      NGX_HTTP_SRV_CONF_OFFSET,
+      0,
+      NULL },
+
     { ngx_string("llm_gateway"),
       NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
       ngx_conf_set_flag_slot,
@@ -270,7 +277,7 @@ static ngx_http_module_t  ngx_http_llm_module_ctx = {
     ngx_http_llm_create_main_conf,         /* create main configuration */
     ngx_http_llm_init_main_conf,           /* init main configuration */
 
-    NULL,                                  /* create server configuration */
+    ngx_http_llm_balancer_create_srv_conf, /* create server configuration */
     NULL,                                  /* merge server configuration */
 
     ngx_http_llm_create_loc_conf,          /* create location configuration */

@@ -22,6 +22,7 @@
 #include "ngx_http_llm_limit.h"
 #include "ngx_http_llm_metrics.h"
 #include "ngx_http_llm_sidecar.h"
+#include "ngx_http_llm_balancer.h"
 
 
 #define NGX_HTTP_LLM_API_AUTO           0xff
@@ -91,6 +92,7 @@ typedef struct {
     ngx_http_llm_cache_ctx_t   *cache;          /* response cache state */
     ngx_http_llm_limit_ctx_t    limit;          /* rate limit holds */
     ngx_http_llm_sidecar_ctx_t *link;           /* sidecar route, team */
+    ngx_http_llm_balancer_ctx_t bal;            /* llm_balance picks */
 
     /* event-aligned output when the usage-only chunk is stripped */
     ngx_buf_t                  *pending;        /* partial event bytes */

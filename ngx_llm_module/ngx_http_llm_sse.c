@@ -745,6 +745,10 @@ ngx_http_llm_sse_event(ngx_http_llm_sse_t *sse, const u_char *name,
 
     ctx->content_bytes += info.content_bytes;
 
+    if (info.content && ctx->bal.pd) {
+        ngx_http_llm_balancer_progress(r);     /* tokens served, TTFT */
+    }
+
     if (info.content_bytes && ctx->limit.nholds) {
         ngx_http_llm_limit_meter(r, ctx);
     }

@@ -1123,6 +1123,63 @@ test_prefix_hash(void **state)
 
 
 static void
+test_msg_prefixes(void **state)
+{
+    uint64_t  h0, h1;
+
+    /* messages after the leading system run, cumulative */
+
+    assert_int_equal(inspect(CHAT,
+        J("{'model':'m','messages':[{'role':'system','content':'S'},"
+          "{'role':'user','content':'12345678'},"
+          "{'role':'assistant','content':'abcd'}]}")), OK);
+    assert_int_equal(req.msg_prefixes, 2);
+    assert_int_equal(req.msg_tokens[0], 2);
+    assert_int_equal(req.msg_tokens[1], 3);
+    h0 = req.msg_hash[0];
+    h1 = req.msg_hash[1];
+    assert_true(h0 != h1);
+    assert_true(h0 != req.prefix_hash);
+
+    /* a later turn of the same conversation: same first prefixes, key
+     * order and spacing do not matter */
+
+    assert_int_equal(inspect(CHAT,
+        J("{'messages':[{'content':'S','role':'system'},"
+          "{'content':'12345678','role':'user'}, "
+          "{'role':'assistant','content':'abcd'},"
+          "{'role':'user','content':'more'}],'model':'m'}")), OK);
+    assert_int_equal(req.msg_prefixes, 3);
+    assert_true(req.msg_hash[0] == h0);
+    assert_true(req.msg_hash[1] == h1);
+
+    /* another system prompt: every prefix changes */
+
+    assert_int_equal(inspect(CHAT,
+        J("{'model':'m','messages':[{'role':'system','content':'T'},"
+          "{'role':'user','content':'12345678'}]}")), OK);
+    assert_true(req.msg_hash[0] != h0);
+
+    /* at most NGX_HTTP_LLM_INSPECT_MSG_PREFIXES are kept */
+
+    assert_int_equal(inspect(CHAT,
+        J("{'model':'m','messages':[{'role':'user','content':'1'},"
+          "{'role':'user','content':'2'},{'role':'user','content':'3'},"
+          "{'role':'user','content':'4'},{'role':'user','content':'5'},"
+          "{'role':'user','content':'6'},{'role':'user','content':'7'},"
+          "{'role':'user','content':'8'},{'role':'user','content':'9'}]}")),
+        OK);
+    assert_int_equal(req.msg_prefixes, NGX_HTTP_LLM_INSPECT_MSG_PREFIXES);
+
+    /* no messages */
+
+    assert_int_equal(inspect(NGX_HTTP_LLM_API_COMPLETIONS,
+        J("{'model':'m','prompt':'hello'}")), OK);
+    assert_int_equal(req.msg_prefixes, 0);
+}
+
+
+static void
 test_large_body(void **state)
 {
     u_char    *body, *copy;
@@ -1261,6 +1318,7 @@ main(void)
         cmocka_unit_test(test_hash_exclusions),
         cmocka_unit_test(test_hash_large_objects),
         cmocka_unit_test(test_prefix_hash),
+        cmocka_unit_test(test_msg_prefixes),
         cmocka_unit_test(test_large_body),
         cmocka_unit_test(test_long_escaped_strings),
     };

@@ -28,12 +28,14 @@ LLM_UNIT_SRCS    := $(LLM_MOD_DIR)/ngx_http_llm_json.c \
                     $(LLM_MOD_DIR)/ngx_http_llm_assemble.c \
                     $(LLM_MOD_DIR)/ngx_http_llm_inspect.c \
                     $(LLM_MOD_DIR)/ngx_http_llm_event.c \
-                    $(LLM_MOD_DIR)/ngx_http_llm_limiter.c
+                    $(LLM_MOD_DIR)/ngx_http_llm_limiter.c \
+                    $(LLM_MOD_DIR)/ngx_http_llm_pick.c
 LLM_UNIT_HDRS    := $(LLM_MOD_DIR)/ngx_http_llm_json.h \
                     $(LLM_MOD_DIR)/ngx_http_llm_assemble.h \
                     $(LLM_MOD_DIR)/ngx_http_llm_inspect.h \
                     $(LLM_MOD_DIR)/ngx_http_llm_event.h \
                     $(LLM_MOD_DIR)/ngx_http_llm_limiter.h \
+                    $(LLM_MOD_DIR)/ngx_http_llm_pick.h \
                     $(LLM_TEST_DIR)/llm_test.h \
                     $(LLM_TEST_DIR)/llm_test_body.h
 
@@ -49,7 +51,7 @@ LLM_FUZZ_CFLAGS  := -std=gnu99 -O1 -g -fsanitize=fuzzer,address,undefined \
                     -fno-sanitize-recover=undefined -I$(LLM_MOD_DIR)
 
 LLM_UNIT_TESTS   := test_json test_inspect test_event test_sse test_assemble \
-                    test_limiter
+                    test_limiter test_pick
 LLM_UNIT_BINS    := $(addprefix $(LLM_UNIT_DIR)/,$(LLM_UNIT_TESTS))
 LLM_ASAN_BINS    := $(addprefix $(LLM_UNIT_DIR)/asan/,$(LLM_UNIT_TESTS))
 LLM_NGX_OBJS     := $(patsubst $(LLM_MOD_DIR)/%.c,$(LLM_UNIT_DIR)/ngx/%.o,\

@@ -144,7 +144,9 @@ sub html_dir () { return $HtmlDir }
 sub server_root () { return $ServRoot }
 sub config_preamble ($) { $ConfigPreamble = shift }
 
-# HUP-reload mode is not implemented: every block gets a fresh nginx.
+# This runner starts a fresh nginx for every block, so upstream's HUP-reload
+# mode (TEST_NGINX_USE_HUP) has nothing to switch: use_hup() accepts the
+# call and keeps that behaviour.
 sub use_hup () { return }
 
 sub master_process_enabled (@) {

@@ -1,0 +1,612 @@
+
+/*
+ * Copyright (C) ngx_llm authors
+ *
+ * Peer selection arithmetic of the LLM balancers, see ngx_http_llm_pick.h.
+ */
+
+
+#include <stdlib.h>
+#include <string.h>
+
+#include "ngx_http_llm_pick.h"
+
+
+static int ngx_http_llm_pick_cmp_tokens(const ngx_http_llm_pick_peer_t *a,
+    const ngx_http_llm_pick_peer_t *b);
+static double ngx_http_llm_pick_p2c_cost(const ngx_http_llm_pick_peer_t *p,
+    uint64_t now, uint64_t decay);
+static void ngx_http_llm_pick_ring_sort(uint64_t *points, uint32_t *owners,
+    size_t n);
+
+
+uint64_t
+ngx_http_llm_pick_mix(uint64_t x)
+{
+    x += 0x9e3779b97f4a7c15ULL;
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+
+    return x ^ (x >> 31);
+}
+
+
+uint64_t
+ngx_http_llm_pick_hash(const void *data, size_t len, uint64_t seed)
+{
+    size_t          i;
+    uint64_t        h;
+    const uint8_t  *p = data;
+
+    /* FNV-1a, then a full mix: cheap, portable, stable across builds */
+
+    h = 0xcbf29ce484222325ULL ^ ngx_http_llm_pick_mix(seed);
+
+    for (i = 0; i < len; i++) {
+        h ^= p[i];
+        h *= 0x100000001b3ULL;
+    }
+
+    return ngx_http_llm_pick_mix(h);
+}
+
+
+/* < 0 when a is cheaper than b */
+
+static int
+ngx_http_llm_pick_cmp_tokens(const ngx_http_llm_pick_peer_t *a,
+    const ngx_http_llm_pick_peer_t *b)
+{
+    double  ca, cb;
+
+    ca = (double) a->outstanding / a->weight;
+    cb = (double) b->outstanding / b->weight;
+
+    if (ca != cb) {
+        return ca < cb ? -1 : 1;
+    }
+
+    /* inflight / weight compared without division */
+
+    if ((uint64_t) a->inflight * b->weight
+        != (uint64_t) b->inflight * a->weight)
+    {
+        return (uint64_t) a->inflight * b->weight
+               < (uint64_t) b->inflight * a->weight ? -1 : 1;
+    }
+
+    if ((double) a->picks / a->weight != (double) b->picks / b->weight) {
+        return (double) a->picks / a->weight < (double) b->picks / b->weight
+               ? -1 : 1;
+    }
+
+    return 0;
+}
+
+
+int
+ngx_http_llm_pick_least(const ngx_http_llm_pick_peer_t *peers, size_t n)
+{
+    int     best;
+    size_t  i;
+
+    best = -1;
+
+    for (i = 0; i < n; i++) {
+        if (!peers[i].eligible) {
+            continue;
+        }
+
+        if (best < 0 || ngx_http_llm_pick_cmp_tokens(&peers[i],
+                                                     &peers[best]) < 0)
+        {
+            best = (int) i;
+        }
+    }
+
+    return best;
+}
+
+
+double
+ngx_http_llm_pick_ewma_current(double ewma, uint64_t at, uint64_t now,
+    uint64_t decay)
+{
+    uint64_t  dt;
+
+    if (now <= at || decay == 0) {
+        return ewma;
+    }
+
+    dt = now - at;
+
+    return ewma * (double) decay / (double) (decay + dt);
+}
+
+
+double
+ngx_http_llm_pick_ewma_observe(double ewma, uint64_t at, uint64_t now,
+    double sample, uint64_t decay)
+{
+    double    w;
+    uint64_t  dt;
+
+    if (at == 0 || sample >= ewma) {
+        return sample;      /* first sample, or a peak */
+    }
+
+    dt = (now > at) ? now - at : 0;
+
+    if (decay == 0) {
+        return sample;
+    }
+
+    /* weight of the old average: 1 for dt = 0, 1/2 for dt = decay */
+
+    w = (double) decay / (double) (decay + dt);
+
+    return ewma * w + sample * (1.0 - w);
+}
+
+
+static double
+ngx_http_llm_pick_p2c_cost(const ngx_http_llm_pick_peer_t *p, uint64_t now,
+    uint64_t decay)
+{
+    double  ewma;
+
+    if (p->ewma_at == 0) {
+        return 0.0;         /* never measured: try it */
+    }
+
+    ewma = ngx_http_llm_pick_ewma_current(p->ewma, p->ewma_at, now, decay);
+
+    return (ewma + 1.0) * (1.0 + p->inflight) / p->weight;
+}
+
+
+int
+ngx_http_llm_pick_p2c(const ngx_http_llm_pick_peer_t *peers, size_t n,
+    uint64_t rnd, uint64_t now, uint64_t decay)
+{
+    int     a, b;
+    size_t  i, m, ia, ib;
+    double  ca, cb;
+
+    m = 0;
+
+    for (i = 0; i < n; i++) {
+        m += peers[i].eligible;
+    }
+
+    if (m == 0) {
+        return -1;
+    }
+
+    ia = rnd % m;
+    ib = (m > 1) ? (ia + 1 + (ngx_http_llm_pick_mix(rnd) % (m - 1))) % m : ia;
+
+    /* map the eligible ranks ia, ib to indexes */
+
+    a = -1;
+    b = -1;
+
+    for (i = 0, m = 0; i < n; i++) {
+        if (!peers[i].eligible) {
+            continue;
+        }
+
+        if (m == ia) {
+            a = (int) i;
+        }
+
+        if (m == ib) {
+            b = (int) i;
+        }
+
+        m++;
+    }
+
+    ca = ngx_http_llm_pick_p2c_cost(&peers[a], now, decay);
+    cb = ngx_http_llm_pick_p2c_cost(&peers[b], now, decay);
+
+    if (ca != cb) {
+        return ca < cb ? a : b;
+    }
+
+    return ngx_http_llm_pick_cmp_tokens(&peers[b], &peers[a]) < 0 ? b : a;
+}
+
+
+size_t
+ngx_http_llm_pick_ring_size(const uint32_t *weights, size_t npeers)
+{
+    size_t  i, n;
+
+    n = 0;
+
+    for (i = 0; i < npeers; i++) {
+        n += (size_t) (weights[i] ? weights[i] : 1) * NGX_HTTP_LLM_PICK_VNODES;
+    }
+
+    return n;
+}
+
+
+void
+ngx_http_llm_pick_ring_build(ngx_http_llm_pick_ring_t *ring,
+    const char *const *names, const size_t *lens, const uint32_t *weights,
+    size_t npeers, uint64_t seed)
+{
+    size_t    i, v, k, nv;
+    uint64_t  base;
+
+    k = 0;
+
+    for (i = 0; i < npeers; i++) {
+        base = ngx_http_llm_pick_hash(names[i], lens[i], seed);
+        nv = (size_t) (weights[i] ? weights[i] : 1) * NGX_HTTP_LLM_PICK_VNODES;
+
+        for (v = 0; v < nv; v++) {
+            ring->points[k] = ngx_http_llm_pick_mix(base ^ (v * 0x9e37ULL));
+            ring->owners[k] = (uint32_t) i;
+            k++;
+        }
+    }
+
+    ring->n = k;
+
+    ngx_http_llm_pick_ring_sort(ring->points, ring->owners, k);
+}
+
+
+/* heap sort of points with their owners: no allocation, n log n */
+
+static void
+ngx_http_llm_pick_ring_sift(uint64_t *points, uint32_t *owners, size_t i,
+    size_t n)
+{
+    size_t    c;
+    uint64_t  tp;
+    uint32_t  to;
+
+    for ( ;; ) {
+        c = 2 * i + 1;
+
+        if (c >= n) {
+            return;
+        }
+
+        if (c + 1 < n && points[c + 1] > points[c]) {
+            c++;
+        }
+
+        if (points[i] >= points[c]) {
+            return;
+        }
+
+        tp = points[i]; points[i] = points[c]; points[c] = tp;
+        to = owners[i]; owners[i] = owners[c]; owners[c] = to;
+        i = c;
+    }
+}
+
+
+static void
+ngx_http_llm_pick_ring_sort(uint64_t *points, uint32_t *owners, size_t n)
+{
+    size_t    i;
+    uint64_t  tp;
+    uint32_t  to;
+
+    if (n < 2) {
+        return;
+    }
+
+    for (i = n / 2; i-- > 0; /* void */) {
+        ngx_http_llm_pick_ring_sift(points, owners, i, n);
+    }
+
+    for (i = n - 1; i > 0; i--) {
+        tp = points[0]; points[0] = points[i]; points[i] = tp;
+        to = owners[0]; owners[0] = owners[i]; owners[i] = to;
+        ngx_http_llm_pick_ring_sift(points, owners, 0, i);
+    }
+}
+
+
+uint32_t
+ngx_http_llm_pick_bound(const ngx_http_llm_pick_peer_t *peers, size_t n,
+    size_t i, double epsilon)
+{
+    size_t    j;
+    double    cap;
+    uint64_t  load, weight;
+
+    load = 1;           /* the request being placed */
+    weight = 0;
+
+    for (j = 0; j < n; j++) {
+        if (peers[j].eligible) {
+            load += peers[j].inflight;
+            weight += peers[j].weight;
+        }
+    }
+
+    if (weight == 0) {
+        return 0;
+    }
+
+    cap = (1.0 + epsilon) * (double) load * peers[i].weight / (double) weight;
+
+    /* ceil without libm */
+
+    return (uint32_t) cap + ((double) (uint32_t) cap < cap);
+}
+
+
+int
+ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
+    const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
+    double epsilon)
+{
+    size_t    lo, hi, mid, k, step;
+    uint32_t  o;
+
+    if (ring->n == 0) {
+        return -1;
+    }
+
+    /* first point >= hash, wrapping */
+
+    lo = 0;
+    hi = ring->n;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+
+        if (ring->points[mid] < hash) {
+            lo = mid + 1;
+
+        } else {
+            hi = mid;
+        }
+    }
+
+    for (step = 0; step < ring->n; step++) {
+        k = (lo + step) % ring->n;
+        o = ring->owners[k];
+
+        if (o >= n || !peers[o].eligible) {
+            continue;
+        }
+
+        if (peers[o].inflight + 1
+            <= ngx_http_llm_pick_bound(peers, n, o, epsilon))
+        {
+            return (int) o;
+        }
+    }
+
+    return -1;
+}
+
+
+int64_t
+ngx_http_llm_pick_duration(const unsigned char *p, size_t len)
+{
+    size_t          i;
+    double          v, frac, scale, total;
+    unsigned        digits, units;
+    const unsigned char  *end;
+
+    end = p + len;
+    total = 0;
+    units = 0;
+
+    if (len == 0) {
+        return -1;
+    }
+
+    while (p < end) {
+        v = 0;
+        frac = 0;
+        scale = 1;
+        digits = 0;
+
+        while (p < end && *p >= '0' && *p <= '9') {
+            v = v * 10 + (*p++ - '0');
+            digits++;
+        }
+
+        if (p < end && *p == '.') {
+            p++;
+
+            while (p < end && *p >= '0' && *p <= '9') {
+                scale /= 10;
+                frac += (*p++ - '0') * scale;
+                digits++;
+            }
+        }
+
+        if (digits == 0) {
+            return -1;
+        }
+
+        v += frac;
+
+        i = (size_t) (end - p);
+
+        if (i == 0) {
+            if (units) {
+                return -1;      /* "1m30": a unit is missing */
+            }
+
+            total += v * 1000;  /* a bare number: seconds */
+            break;
+        }
+
+        if (i >= 2 && p[0] == 'm' && p[1] == 's') {
+            total += v;
+            p += 2;
+
+        } else if (i >= 2 && (p[0] == 'u' || p[0] == 'n') && p[1] == 's') {
+            total += v / (p[0] == 'u' ? 1000 : 1000000);
+            p += 2;
+
+        } else if (*p == 'h') {
+            total += v * 3600000;
+            p++;
+
+        } else if (*p == 'm') {
+            total += v * 60000;
+            p++;
+
+        } else if (*p == 's') {
+            total += v * 1000;
+            p++;
+
+        } else {
+            return -1;
+        }
+
+        units++;
+    }
+
+    if (total > 1e15) {
+        return -1;
+    }
+
+    /* round up: never come back before the provider said */
+
+    return (int64_t) total + ((double) (int64_t) total < total);
+}
+
+
+static int
+ngx_http_llm_pick_num(const unsigned char **pp, const unsigned char *end,
+    size_t n)
+{
+    int                   v;
+    size_t                i;
+    const unsigned char  *p = *pp;
+
+    if ((size_t) (end - p) < n) {
+        return -1;
+    }
+
+    v = 0;
+
+    for (i = 0; i < n; i++) {
+        if (p[i] < '0' || p[i] > '9') {
+            return -1;
+        }
+
+        v = v * 10 + (p[i] - '0');
+    }
+
+    *pp = p + n;
+
+    return v;
+}
+
+
+int64_t
+ngx_http_llm_pick_rfc3339(const unsigned char *p, size_t len)
+{
+    int                   y, mo, d, h, mi, s, oh, om, sign;
+    int64_t               days, ms;
+    double                scale;
+    const unsigned char  *end = p + len;
+
+    y = ngx_http_llm_pick_num(&p, end, 4);
+    if (y < 1970 || p >= end || *p++ != '-') {
+        return -1;
+    }
+
+    mo = ngx_http_llm_pick_num(&p, end, 2);
+    if (mo < 1 || mo > 12 || p >= end || *p++ != '-') {
+        return -1;
+    }
+
+    d = ngx_http_llm_pick_num(&p, end, 2);
+    if (d < 1 || d > 31 || p >= end || (*p != 'T' && *p != 't' && *p != ' '))
+    {
+        return -1;
+    }
+
+    p++;
+
+    h = ngx_http_llm_pick_num(&p, end, 2);
+    if (h < 0 || h > 23 || p >= end || *p++ != ':') {
+        return -1;
+    }
+
+    mi = ngx_http_llm_pick_num(&p, end, 2);
+    if (mi < 0 || mi > 59 || p >= end || *p++ != ':') {
+        return -1;
+    }
+
+    s = ngx_http_llm_pick_num(&p, end, 2);
+    if (s < 0 || s > 60) {
+        return -1;
+    }
+
+    ms = 0;
+
+    if (p < end && *p == '.') {
+        p++;
+        scale = 100;
+
+        if (p >= end || *p < '0' || *p > '9') {
+            return -1;
+        }
+
+        while (p < end && *p >= '0' && *p <= '9') {
+            ms += (int64_t) ((*p++ - '0') * scale);
+            scale /= 10;
+        }
+    }
+
+    if (p >= end) {
+        return -1;
+    }
+
+    oh = 0;
+    om = 0;
+
+    if (*p == 'Z' || *p == 'z') {
+        p++;
+
+    } else if (*p == '+' || *p == '-') {
+        sign = (*p++ == '-') ? -1 : 1;
+
+        oh = ngx_http_llm_pick_num(&p, end, 2);
+        if (oh < 0 || oh > 23 || p >= end || *p++ != ':') {
+            return -1;
+        }
+
+        om = ngx_http_llm_pick_num(&p, end, 2);
+        if (om < 0 || om > 59) {
+            return -1;
+        }
+
+        oh *= sign;
+        om *= sign;
+
+    } else {
+        return -1;
+    }
+
+    if (p != end) {
+        return -1;
+    }
+
+    /* days from the civil date (proleptic Gregorian), 1970-01-01 = 0 */
+
+    y -= (mo <= 2);
+    days = (int64_t) 365 * y + y / 4 - y / 100 + y / 400
+           + (153 * (mo + (mo > 2 ? -3 : 9)) + 2) / 5 + d - 1 - 719468;
+
+    return ((((days * 24 + h - oh) * 60 + mi - om) * 60) + s) * 1000 + ms;
+}

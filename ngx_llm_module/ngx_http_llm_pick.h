@@ -1,0 +1,111 @@
+
+/*
+ * Copyright (C) ngx_llm authors
+ *
+ * Peer selection arithmetic of the LLM balancers: pure C, no nginx
+ * dependency, linked by the cmocka units as well as by the module.
+ *
+ *   least tokens   cost = outstanding tokens / weight
+ *   peak EWMA      power of two choices on peak-EWMA TTFT x (1 + inflight)
+ *   prefix         consistent hash ring with bounded load
+ *
+ * The nginx glue (ngx_http_llm_balancer.c) fills one
+ * ngx_http_llm_pick_peer_t per server of a group and calls a pick function;
+ * every function returns the index of the chosen peer or -1 when no peer
+ * is eligible.
+ */
+
+
+#ifndef _NGX_HTTP_LLM_PICK_H_INCLUDED_
+#define _NGX_HTTP_LLM_PICK_H_INCLUDED_
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+
+/* ring points per unit of server weight */
+#define NGX_HTTP_LLM_PICK_VNODES        160
+
+
+typedef struct {
+    uint64_t                    outstanding;    /* tokens charged */
+    uint64_t                    picks;          /* times chosen */
+    double                      ewma;           /* peak-EWMA TTFT, ms */
+    uint64_t                    ewma_at;        /* last update, ms */
+    uint32_t                    inflight;       /* requests */
+    uint32_t                    weight;         /* >= 1 */
+    unsigned                    eligible:1;
+} ngx_http_llm_pick_peer_t;
+
+
+typedef struct {
+    uint64_t                   *points;         /* sorted hashes */
+    uint32_t                   *owners;         /* peer index per point */
+    size_t                      n;
+} ngx_http_llm_pick_ring_t;
+
+
+/* 64-bit mixing (splitmix64 finalizer) and a string hash built on it */
+uint64_t ngx_http_llm_pick_mix(uint64_t x);
+uint64_t ngx_http_llm_pick_hash(const void *data, size_t len, uint64_t seed);
+
+/*
+ * least outstanding tokens per weight; ties: fewer in flight, then fewer
+ * picks so far (round robin among idle peers), then the lower index
+ */
+int ngx_http_llm_pick_least(const ngx_http_llm_pick_peer_t *peers, size_t n);
+
+/*
+ * peak EWMA: a sample above the average replaces it at once, a lower one
+ * is blended with weight dt / (dt + decay); idle time decays the average
+ * towards 0 the same way, so idle peers get tried again.
+ */
+double ngx_http_llm_pick_ewma_observe(double ewma, uint64_t at, uint64_t now,
+    double sample, uint64_t decay);
+double ngx_http_llm_pick_ewma_current(double ewma, uint64_t at, uint64_t now,
+    uint64_t decay);
+
+/*
+ * power of two choices between two distinct eligible peers drawn with rnd;
+ * cost = (peak EWMA + 1 ms) x (1 + inflight) / weight; a peer never
+ * measured costs 0 (it gets tried); ties fall back to least tokens
+ */
+int ngx_http_llm_pick_p2c(const ngx_http_llm_pick_peer_t *peers, size_t n,
+    uint64_t rnd, uint64_t now, uint64_t decay);
+
+/* ring size for npeers of the given weights */
+size_t ngx_http_llm_pick_ring_size(const uint32_t *weights, size_t npeers);
+
+/*
+ * builds the ring into caller-provided arrays of ring_size() entries; the
+ * points depend only on the names and weights, never on their order
+ */
+void ngx_http_llm_pick_ring_build(ngx_http_llm_pick_ring_t *ring,
+    const char *const *names, const size_t *lens, const uint32_t *weights,
+    size_t npeers, uint64_t seed);
+
+/*
+ * consistent hashing with bounded load: the first peer clockwise from
+ * hash whose in-flight count stays within
+ * ceil((1 + epsilon) x (total in flight + 1) x weight / total weight)
+ */
+int ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
+    const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
+    double epsilon);
+
+/* the capacity above, for tests and the debug log */
+uint32_t ngx_http_llm_pick_bound(const ngx_http_llm_pick_peer_t *peers,
+    size_t n, size_t i, double epsilon);
+
+/*
+ * rate limit header values: an OpenAI duration ("6m0s", "1.5s", "20ms",
+ * "1h", a bare number of seconds) to milliseconds; an RFC 3339 timestamp
+ * ("2026-11-22T12:00:30Z", fraction and offset allowed) to Unix ms.
+ * Both return -1 for a malformed value.
+ */
+int64_t ngx_http_llm_pick_duration(const unsigned char *p, size_t len);
+int64_t ngx_http_llm_pick_rfc3339(const unsigned char *p, size_t len);
+
+
+#endif /* _NGX_HTTP_LLM_PICK_H_INCLUDED_ */

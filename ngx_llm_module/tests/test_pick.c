@@ -1,0 +1,333 @@
+
+/*
+ * Copyright (C) ngx_llm authors
+ *
+ * Balancer arithmetic: least tokens, peak EWMA, power of two choices, the
+ * consistent hash ring with bounded load, rate limit header formats.
+ */
+
+
+#include <stdio.h>
+
+#include "llm_test.h"
+#include "ngx_http_llm_pick.h"
+
+
+#define NPEERS  4
+
+
+static const char *const names[NPEERS] = {
+    "10.0.0.1:8000", "10.0.0.2:8000", "10.0.0.3:8000", "10.0.0.4:8000"
+};
+
+
+static void
+peers_init(ngx_http_llm_pick_peer_t *p, size_t n)
+{
+    size_t  i;
+
+    memset(p, 0, n * sizeof(*p));
+
+    for (i = 0; i < n; i++) {
+        p[i].weight = 1;
+        p[i].eligible = 1;
+    }
+}
+
+
+static void
+test_least(void **state)
+{
+    ngx_http_llm_pick_peer_t  p[NPEERS];
+
+    peers_init(p, NPEERS);
+
+    /* idle: the fewest picks, then the lowest index */
+    assert_int_equal(ngx_http_llm_pick_least(p, NPEERS), 0);
+    p[0].picks = 1;
+    assert_int_equal(ngx_http_llm_pick_least(p, NPEERS), 1);
+
+    /* tokens per weight decide first */
+    p[0].outstanding = 1000;
+    p[1].outstanding = 3000;
+    p[1].weight = 4;                /* 750 per weight */
+    p[2].outstanding = 900;
+    p[3].outstanding = 900;
+    p[3].inflight = 1;
+    assert_int_equal(ngx_http_llm_pick_least(p, NPEERS), 1);
+
+    p[1].eligible = 0;
+    assert_int_equal(ngx_http_llm_pick_least(p, NPEERS), 2);
+
+    /* equal tokens: fewer in flight */
+    p[2].inflight = 2;
+    assert_int_equal(ngx_http_llm_pick_least(p, NPEERS), 3);
+
+    p[0].eligible = p[2].eligible = p[3].eligible = 0;
+    assert_int_equal(ngx_http_llm_pick_least(p, NPEERS), -1);
+}
+
+
+static void
+test_ewma(void **state)
+{
+    double  e;
+
+    /* first sample and peaks replace the average */
+    e = ngx_http_llm_pick_ewma_observe(0, 0, 1000, 200, 10000);
+    assert_true(e == 200);
+    e = ngx_http_llm_pick_ewma_observe(e, 1000, 1000, 500, 10000);
+    assert_true(e == 500);
+
+    /* a lower sample after one decay period: half way */
+    e = ngx_http_llm_pick_ewma_observe(500, 1000, 11000, 100, 10000);
+    assert_true(e > 299.9 && e < 300.1);
+
+    /* a lower sample at once barely moves it */
+    e = ngx_http_llm_pick_ewma_observe(500, 1000, 1000, 100, 10000);
+    assert_true(e == 500);
+
+    /* idle: decays towards 0 */
+    e = ngx_http_llm_pick_ewma_current(400, 1000, 11000, 10000);
+    assert_true(e > 199.9 && e < 200.1);
+    e = ngx_http_llm_pick_ewma_current(400, 1000, 1000, 10000);
+    assert_true(e == 400);
+}
+
+
+static void
+test_p2c(void **state)
+{
+    int                       i, k, count[NPEERS];
+    ngx_http_llm_pick_peer_t  p[NPEERS];
+
+    peers_init(p, NPEERS);
+
+    for (i = 0; i < NPEERS; i++) {
+        p[i].ewma = 100;
+        p[i].ewma_at = 1000;
+    }
+
+    /* peer 2 is slow: it must lose every draw it is part of */
+    p[2].ewma = 5000;
+
+    memset(count, 0, sizeof(count));
+
+    for (i = 0; i < 3000; i++) {
+        k = ngx_http_llm_pick_p2c(p, NPEERS, ngx_http_llm_pick_mix(i), 1000,
+                                  10000);
+        assert_true(k >= 0 && k < NPEERS);
+        count[k]++;
+    }
+
+    assert_int_equal(count[2], 0);
+    assert_true(count[0] > 700 && count[1] > 700 && count[3] > 700);
+
+    /* a peer never measured is tried */
+    p[3].ewma_at = 0;
+    p[3].inflight = 3;
+    p[0].eligible = p[1].eligible = 0;
+    assert_int_equal(ngx_http_llm_pick_p2c(p, NPEERS, 12345, 1000, 10000), 3);
+
+    /* in flight multiplies the latency */
+    p[3].ewma_at = 1000;
+    p[3].ewma = 1000;
+    p[3].inflight = 9;              /* 1001 x 10 > 5001 x 1 */
+    assert_int_equal(ngx_http_llm_pick_p2c(p, NPEERS, 7, 1000, 10000), 2);
+
+    /* one eligible peer; none */
+    p[3].eligible = 0;
+    assert_int_equal(ngx_http_llm_pick_p2c(p, NPEERS, 7, 1000, 10000), 2);
+    p[2].eligible = 0;
+    assert_int_equal(ngx_http_llm_pick_p2c(p, NPEERS, 7, 1000, 10000), -1);
+}
+
+
+static void
+ring_make(ngx_http_llm_pick_ring_t *ring, const char *const *nm,
+    const uint32_t *w, size_t n)
+{
+    size_t  i, lens[NPEERS], size;
+
+    for (i = 0; i < n; i++) {
+        lens[i] = strlen(nm[i]);
+    }
+
+    size = ngx_http_llm_pick_ring_size(w, n);
+    ring->points = malloc(size * sizeof(uint64_t));
+    ring->owners = malloc(size * sizeof(uint32_t));
+    assert_non_null(ring->points);
+    assert_non_null(ring->owners);
+
+    ngx_http_llm_pick_ring_build(ring, nm, lens, w, n, 0);
+
+    assert_int_equal(ring->n, size);
+
+    for (i = 1; i < size; i++) {
+        assert_true(ring->points[i - 1] <= ring->points[i]);
+    }
+}
+
+
+static void
+test_ring_spread_and_stability(void **state)
+{
+    int                       k, owner[1000], count[NPEERS];
+    size_t                    i;
+    uint64_t                  h;
+    uint32_t                  w[NPEERS] = { 1, 1, 1, 1 };
+    const char               *rev[NPEERS];
+    ngx_http_llm_pick_ring_t  ring, ring2;
+    ngx_http_llm_pick_peer_t  p[NPEERS];
+
+    peers_init(p, NPEERS);
+    ring_make(&ring, names, w, NPEERS);
+
+    memset(count, 0, sizeof(count));
+
+    for (i = 0; i < 1000; i++) {
+        h = ngx_http_llm_pick_hash(&i, sizeof(i), 1);
+        owner[i] = ngx_http_llm_pick_ring(&ring, p, NPEERS, h, 0.25);
+        assert_true(owner[i] >= 0);
+        count[owner[i]]++;
+
+        /* the same key, the same peer */
+        assert_int_equal(ngx_http_llm_pick_ring(&ring, p, NPEERS, h, 0.25),
+                         owner[i]);
+    }
+
+    for (i = 0; i < NPEERS; i++) {
+        assert_true(count[i] > 150 && count[i] < 350);
+    }
+
+    /* the ring depends on names, not on their order */
+    for (i = 0; i < NPEERS; i++) {
+        rev[i] = names[NPEERS - 1 - i];
+    }
+
+    ring_make(&ring2, rev, w, NPEERS);
+
+    for (i = 0; i < 1000; i++) {
+        h = ngx_http_llm_pick_hash(&i, sizeof(i), 1);
+        k = ngx_http_llm_pick_ring(&ring2, p, NPEERS, h, 0.25);
+        assert_string_equal(rev[k], names[owner[i]]);
+    }
+
+    /* peer 1 leaves: only its keys move */
+    p[1].eligible = 0;
+
+    for (i = 0; i < 1000; i++) {
+        h = ngx_http_llm_pick_hash(&i, sizeof(i), 1);
+        k = ngx_http_llm_pick_ring(&ring, p, NPEERS, h, 0.25);
+        assert_int_not_equal(k, 1);
+
+        if (owner[i] != 1) {
+            assert_int_equal(k, owner[i]);
+        }
+    }
+
+    free(ring.points); free(ring.owners);
+    free(ring2.points); free(ring2.owners);
+}
+
+
+static void
+test_ring_bounded_load(void **state)
+{
+    int                       k, first;
+    size_t                    i;
+    uint32_t                  w[NPEERS] = { 1, 1, 1, 1 }, max;
+    ngx_http_llm_pick_ring_t  ring;
+    ngx_http_llm_pick_peer_t  p[NPEERS];
+
+    peers_init(p, NPEERS);
+    ring_make(&ring, names, w, NPEERS);
+
+    /* one hot key, 100 concurrent requests: the bound spreads them */
+    first = ngx_http_llm_pick_ring(&ring, p, NPEERS, 42, 0.25);
+
+    for (i = 0; i < 100; i++) {
+        k = ngx_http_llm_pick_ring(&ring, p, NPEERS, 42, 0.25);
+        assert_true(k >= 0);
+        p[k].inflight++;
+    }
+
+    /* bound: ceil(1.25 x 100 / 4) = 32 */
+    max = 0;
+
+    for (i = 0; i < NPEERS; i++) {
+        max = p[i].inflight > max ? p[i].inflight : max;
+    }
+
+    assert_true(max <= 32);
+    assert_true(p[first].inflight >= 25);
+
+    /* the capacity formula, weighted */
+    peers_init(p, NPEERS);
+    p[0].weight = 2;
+    p[0].inflight = 3;
+    p[1].inflight = 1;
+    /* load 5, weight 5: peer 0 cap ceil(1.25 x 5 x 2 / 5) = 3 */
+    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 0, 0.25), 3);
+    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 1, 0.25), 2);
+
+    free(ring.points); free(ring.owners);
+}
+
+
+static int64_t
+dur(const char *s)
+{
+    return ngx_http_llm_pick_duration((const unsigned char *) s, strlen(s));
+}
+
+
+static int64_t
+ts(const char *s)
+{
+    return ngx_http_llm_pick_rfc3339((const unsigned char *) s, strlen(s));
+}
+
+
+static void
+test_headers(void **state)
+{
+    assert_int_equal(dur("6m0s"), 360000);
+    assert_int_equal(dur("1.5s"), 1500);
+    assert_int_equal(dur("20ms"), 20);
+    assert_int_equal(dur("1h2m3s"), 3723000);
+    assert_int_equal(dur("2"), 2000);
+    assert_int_equal(dur("0.5"), 500);
+    assert_int_equal(dur("100us"), 1);     /* rounded up */
+    assert_int_equal(dur(""), -1);
+    assert_int_equal(dur("s"), -1);
+    assert_int_equal(dur("1m30"), -1);
+    assert_int_equal(dur("5x"), -1);
+    assert_int_equal(dur("-1s"), -1);
+
+    assert_int_equal(ts("1970-01-01T00:00:00Z"), 0);
+    assert_int_equal(ts("2026-11-22T12:00:30Z"), 1795348830000LL);
+    assert_int_equal(ts("2026-11-22T12:00:30.25Z"), 1795348830250LL);
+    assert_int_equal(ts("2026-11-22T13:00:30+01:00"), 1795348830000LL);
+    assert_int_equal(ts("2024-02-29T00:00:00Z"), 1709164800000LL);
+    assert_int_equal(ts("2026-11-22T12:00:30"), -1);
+    assert_int_equal(ts("2026-11-22 12:00"), -1);
+    assert_int_equal(ts("2026-13-22T12:00:30Z"), -1);
+    assert_int_equal(ts("2026-11-22T12:00:30Zx"), -1);
+}
+
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_least),
+        cmocka_unit_test(test_ewma),
+        cmocka_unit_test(test_p2c),
+        cmocka_unit_test(test_ring_spread_and_stability),
+        cmocka_unit_test(test_ring_bounded_load),
+        cmocka_unit_test(test_headers),
+    };
+
+    return cmocka_run_group_tests_name("pick", tests, NULL, NULL);
+}

@@ -1,0 +1,618 @@
+# llm_balance in upstream{}: which peer served (the mock's x-mock-instance
+# header), affinity, cool-down from Retry-After, no ejection on 400, server
+# parameters, keepalive composition, two workers sharing the figures, and
+# the configurations nginx -t rejects.
+
+use FindBin; use lib $FindBin::Bin; use LLM;
+use Test::Nginx::Socket 'no_plan';
+use File::Temp ();
+
+repeat_each(1);
+no_shuffle();
+master_on();
+workers(2);
+check_accum_error_log();
+
+our $M = $ENV{TEST_NGINX_MOCK_PORT};
+our $A = $ENV{TEST_NGINX_MOCK_A};
+our $B = $ENV{TEST_NGINX_MOCK_B};
+
+sub chat {
+    my ($system, $user) = @_;
+    my $sys = defined $system
+        ? qq({"role":"system","content":"$system"},) : '';
+    return "POST /v1/chat/completions\n"
+        . qq({"model":"m","max_tokens":4,"messages":[$sys)
+        . qq({"role":"user","content":"$user"}]});
+}
+
+# /stats: the three instances' counters (its own connection counts as
+# one in "connections"); /reset: zero them
+our $tools = <<"_EOC_";
+    location = /stats {
+        echo_location /s/$M;
+        echo_location /s/$A;
+        echo_location /s/$B;
+    }
+    location ~ ^/s/(\\d+)\$ {
+        internal;
+        proxy_pass http://127.0.0.1:\$1/stats;
+    }
+    location = /reset {
+        echo_location /r/$M;
+        echo_location /r/$A;
+        echo_location /r/$B;
+        echo ok;
+    }
+    location ~ ^/r/(\\d+)\$ {
+        internal;
+        proxy_method POST;
+        proxy_pass http://127.0.0.1:\$1/mock/reset;
+    }
+    location = /sleep {
+        echo_sleep 2.2;
+        echo slept;
+    }
+    location = /sleep1 {
+        echo_sleep 1.2;
+        echo slept;
+    }
+_EOC_
+
+add_block_preprocessor(sub {
+    my $block = shift;
+
+    if (defined $block->config && !defined $block->must_die) {
+        $block->set_value("config", $block->config . $tools);
+    }
+
+    if (!defined $block->more_headers) {
+        $block->set_value("more_headers", "Content-Type: application/json\n");
+    }
+});
+
+# promtool on every metrics answer
+add_response_body_check(sub {
+    my ($block, $body, $idx, $rep, $dry_run) = @_;
+
+    return if $dry_run || !defined $body
+              || $body !~ /^# HELP llm_requests_total /;
+
+    my ($fh, $file) = File::Temp::tempfile(UNLINK => 1);
+    print $fh $body;
+    close $fh;
+
+    my $out = `promtool check metrics < $file 2>&1`;
+    Test::More::is($? >> 8, 0, $block->name . " - promtool check metrics")
+        or Test::More::diag($out);
+});
+
+run_tests();
+
+__DATA__
+
+=== TEST 1: least_tokens: idle peers take turns, two workers share the figures
+--- http_config
+    upstream pool {
+        llm_balance least_tokens;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://pool;
+        add_header x-peer $llm_upstream_peer always;
+    }
+--- request eval
+[map { main::chat(undef, "hi $_") } 1 .. 6]
+--- response_headers eval
+[ map { ("x-mock-instance: $_\nx-peer: 127.0.0.1:"
+         . { mock => $::M, a => $::A, b => $::B }->{$_}) }
+  qw(mock a b mock a b) ]
+--- error_code eval
+[200, 200, 200, 200, 200, 200]
+--- no_error_log
+[error]
+
+
+
+=== TEST 2: weight: a peer of weight 2 takes two turns of four
+--- http_config
+    upstream pool {
+        llm_balance least_tokens;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT weight=2;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://pool;
+    }
+--- request eval
+[map { main::chat(undef, "w $_") } 1 .. 8]
+--- response_headers eval
+[ map { "x-mock-instance: $_" } qw(mock a mock mock a mock mock a) ]
+
+
+
+=== TEST 3: prefix: the same system prompt always goes to the same peer
+--- http_config
+    upstream pool {
+        llm_balance prefix;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://pool;
+    }
+--- request eval
+["GET /reset", (map { main::chat("You are terse.", "q $_") } 1 .. 8),
+ "GET /stats"]
+--- response_body_like eval
+["ok", (".*") x 8,
+ qr/^(?=(?:.*"requests_total":0,){2})(?=.*"requests_total":8,)/s]
+
+
+
+=== TEST 4: prefix: different prefixes spread over the peers
+--- http_config
+    upstream pool {
+        llm_balance prefix epsilon=0.5;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://pool;
+    }
+--- request eval
+["GET /reset", (map { main::chat("Agent number $_.", "q") } 1 .. 24),
+ "GET /stats"]
+--- response_body_like eval
+["ok", (".*") x 24,
+ qr/^(?!.*"requests_total":(?:0|24),)(?=.*"requests_total":[1-9])/s]
+
+
+
+=== TEST 5: a 429 with Retry-After: 2 cools the peer down 2 s, then it is back
+--- http_config
+    upstream pool {
+        llm_balance least_tokens;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://pool;
+    }
+    location /limited/ {
+        llm_gateway on;
+        proxy_set_header x-mock-status 429;
+        proxy_set_header x-mock-retry-after 2;
+        proxy_pass http://pool/v1/;
+    }
+--- request eval
+[ "POST /limited/chat/completions\n"
+  . '{"model":"m","messages":[{"role":"user","content":"x"}]}',
+  (map { main::chat(undef, "c $_") } 1 .. 4),
+  "GET /sleep",
+  main::chat(undef, "back") ]
+--- error_code eval
+[429, 200, 200, 200, 200, 200, 200]
+--- response_headers eval
+[ "x-mock-instance: mock", "x-mock-instance: a", "x-mock-instance: b",
+  "x-mock-instance: a", "x-mock-instance: b", "", "x-mock-instance: mock" ]
+--- error_log eval
+qr/llm balance: 127\.0\.0\.1:\d+ answered 429, cooling it down for 2000 ms/
+
+
+
+=== TEST 6: a 429 without Retry-After cools down for cooldown= (default 1s)
+--- http_config
+    upstream pool {
+        llm_balance least_tokens;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://pool;
+    }
+    location /limited/ {
+        llm_gateway on;
+        proxy_set_header x-mock-status 429;
+        proxy_pass http://pool/v1/;
+    }
+--- request eval
+[ "POST /limited/chat/completions\n"
+  . '{"model":"m","messages":[{"role":"user","content":"x"}]}',
+  (map { main::chat(undef, "c $_") } 1 .. 2), "GET /sleep1",
+  main::chat(undef, "back") ]
+--- error_code eval
+[429, 200, 200, 200, 200]
+--- response_headers eval
+[ "x-mock-instance: mock", "x-mock-instance: a", "x-mock-instance: a", "",
+  "x-mock-instance: mock" ]
+--- error_log eval
+qr/answered 429, cooling it down for 1000 ms/
+
+
+
+=== TEST 7: a 400 never ejects: max_fails=1 and the peer keeps its turn
+--- http_config
+    upstream pool {
+        llm_balance least_tokens;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT max_fails=1 fail_timeout=30s;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A max_fails=1 fail_timeout=30s;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://pool;
+    }
+    location /bad/ {
+        llm_gateway on;
+        proxy_set_header x-mock-status 400;
+        proxy_pass http://pool/v1/;
+    }
+--- request eval
+[ "POST /bad/chat/completions\n"
+  . '{"model":"m","messages":[{"role":"user","content":"x"}]}',
+  (map { main::chat(undef, "c $_") } 1 .. 3) ]
+--- error_code eval
+[400, 200, 200, 200]
+--- response_headers eval
+[ "x-mock-instance: mock", "x-mock-instance: a", "x-mock-instance: mock",
+  "x-mock-instance: a" ]
+
+
+
+=== TEST 8: a 500 counts for max_fails: the peer sits out fail_timeout
+--- http_config
+    upstream pool {
+        llm_balance least_tokens;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT max_fails=1 fail_timeout=30s;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A max_fails=1 fail_timeout=30s;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://pool;
+    }
+    location /broken/ {
+        llm_gateway on;
+        proxy_set_header x-mock-status 500;
+        proxy_pass http://pool/v1/;
+    }
+--- request eval
+[ "POST /broken/chat/completions\n"
+  . '{"model":"m","messages":[{"role":"user","content":"x"}]}',
+  (map { main::chat(undef, "c $_") } 1 .. 3) ]
+--- error_code eval
+[500, 200, 200, 200]
+--- response_headers eval
+[ "x-mock-instance: mock", "x-mock-instance: a", "x-mock-instance: a",
+  "x-mock-instance: a" ]
+
+
+
+=== TEST 9: down and backup: the backup serves when the primaries cannot
+--- http_config
+    upstream pool {
+        llm_balance prefix;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT down;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B backup;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://pool;
+    }
+--- request eval
+[map { main::chat("s", "c $_") } 1 .. 2]
+--- response_headers eval
+["x-mock-instance: b", "x-mock-instance: b"]
+
+
+
+=== TEST 10: keepalive after llm_balance: upstream connections are kept
+--- http_config
+    upstream pool {
+        llm_balance least_tokens;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+        keepalive 4;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_pass http://pool;
+    }
+--- request eval
+[(map { main::chat(undef, "k $_") } 1 .. 4), "GET /stats"]
+--- response_body_like eval
+[(".*") x 4,
+ qr/^(?=.*"instance":"mock"[^}]*"connections":[2-9])(?=.*"instance":"a"[^}]*"connections":[2-9])/s]
+--- no_error_log
+load balancing method redefined
+
+
+
+=== TEST 11: keepalive before llm_balance is switched off, with a warning
+--- http_config
+    upstream pool {
+        keepalive 4;
+        llm_balance least_tokens;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_pass http://pool;
+    }
+--- request eval
+[main::chat(undef, "k"), "GET /stats"]
+--- response_body_like eval
+[".*", qr/"instance":"b"[^}]*"connections":1,/s]
+--- error_log
+load balancing method redefined by "llm_balance": put "keepalive" after "llm_balance"
+
+
+
+=== TEST 12: peak_ewma with a fixed seed serves from every peer
+--- http_config
+    upstream pool {
+        llm_balance peak_ewma decay=5s seed=7;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://pool;
+    }
+--- request eval
+["GET /reset", (map { main::chat(undef, "e $_") } 1 .. 3), "GET /stats"]
+--- response_body_like eval
+["ok", (".*") x 3, qr/^(?!.*"requests_total":0,)/s]
+
+
+
+=== TEST 13: llm_balance outside upstream{} is rejected
+--- http_config
+    llm_balance least_tokens;
+--- config
+--- must_die
+--- error_log eval
+qr/"llm_balance" directive is not allowed here in .*nginx\.conf:\d+/
+
+
+
+=== TEST 14: a bad epsilon is rejected with file:line
+--- http_config
+    upstream pool {
+        llm_balance prefix epsilon=0;
+        server 127.0.0.1:1;
+    }
+--- config
+--- must_die
+--- error_log eval
+qr/invalid "epsilon=0" in "llm_balance": epsilon must be a number above 0 and at most 100, e\.g\. epsilon=0\.25 in .*nginx\.conf:\d+/
+
+
+
+=== TEST 15: a parameter of another method is rejected
+--- http_config
+    upstream pool {
+        llm_balance prefix decay=10s;
+        server 127.0.0.1:1;
+    }
+--- config
+--- must_die
+--- error_log eval
+qr/"decay=10s" does not apply to "llm_balance prefix": decay= is for peak_ewma, epsilon= and tokens= for prefix in .*nginx\.conf:\d+/
+
+
+
+=== TEST 16: an unknown method is rejected
+--- http_config
+    upstream other {
+        llm_balance fastest;
+        server 127.0.0.1:1;
+    }
+--- config
+--- must_die
+--- error_log eval
+qr/invalid method "fastest" in "llm_balance": use least_tokens, peak_ewma or prefix in .*nginx\.conf:\d+/
+
+
+
+=== TEST 17: llm_metrics: picks, cool-downs and health per server, promtool clean
+--- http_config
+    upstream pool {
+        llm_balance least_tokens;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+    }
+    llm_metrics_zone metrics:1m;
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://pool;
+    }
+    location /limited/ {
+        llm_gateway on;
+        proxy_set_header x-mock-status 429;
+        proxy_set_header x-mock-retry-after 30;
+        proxy_pass http://pool/v1/;
+    }
+    location = /metrics {
+        llm_metrics;
+    }
+--- request eval
+[ "POST /limited/chat/completions\n"
+  . '{"model":"m","messages":[{"role":"user","content":"x"}]}',
+  (map { main::chat(undef, "c $_") } 1 .. 2), "GET /metrics" ]
+--- error_code eval
+[429, 200, 200, 200]
+--- response_body_like eval
+[ ".*", ".*", ".*",
+  qr/llm_balancer_picks_total\{upstream="pool",peer="127.0.0.1:\d+"\}[ ]1\n
+     llm_balancer_picks_total\{upstream="pool",peer="127.0.0.1:\d+"\}[ ]2\n
+     .*llm_balancer_cooldowns_total\{upstream="pool",peer="127.0.0.1:\d+"\}[ ]1\n
+     llm_balancer_cooldowns_total\{upstream="pool",peer="127.0.0.1:\d+"\}[ ]0\n
+     .*llm_balancer_outstanding_tokens\{upstream="pool",peer="127.0.0.1:\d+"\}[ ]0\n
+     llm_balancer_outstanding_tokens\{upstream="pool",peer="127.0.0.1:\d+"\}[ ]0\n
+     .*llm_balancer_peer_up\{upstream="pool",peer="127.0.0.1:\d+"\}[ ]0\n
+     llm_balancer_peer_up\{upstream="pool",peer="127.0.0.1:\d+"\}[ ]1\n/xs ]
+
+
+
+=== TEST 18: prefix under concurrency: one hot prefix, the load bound holds
+8 concurrent requests with the same system prompt on 3 peers: the bound
+ceil(1.25 x 8 / 3) = 4 caps the home peer (4, 3, 1 by the ring walk);
+without it all 8 would go to one peer.
+--- http_config
+    upstream pool {
+        llm_balance prefix;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://pool;
+    }
+    location = /hot {
+        internal;
+        proxy_method POST;
+        proxy_set_header content-type application/json;
+        proxy_set_header x-mock-ttft-ms 400;
+        proxy_set_body '{"model":"m","max_tokens":2,"messages":[{"role":"system","content":"hot prefix"},{"role":"user","content":"q"}]}';
+        proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
+    }
+    location = /burst {
+        echo_location_async /hot;
+        echo_location_async /hot;
+        echo_location_async /hot;
+        echo_location_async /hot;
+        echo_location_async /hot;
+        echo_location_async /hot;
+        echo_location_async /hot;
+        echo_location_async /hot;
+    }
+--- request eval
+["GET /reset", "GET /burst", "GET /stats"]
+--- response_body_like eval
+["ok", ".*",
+ qr/^(?!.*"requests_total":[5-9],)(?=.*"requests_total":4,)(?=.*"requests_total":3,)(?=.*"requests_total":1,)/s]
+
+
+
+=== TEST 19: with the upstream zone: same turns, figures in both zones
+--- http_config
+    upstream pool {
+        zone pool 64k;
+        llm_balance least_tokens;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A max_fails=1;
+        keepalive 2;
+    }
+    llm_metrics_zone metrics:1m;
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_pass http://pool;
+    }
+    location = /metrics {
+        llm_metrics;
+    }
+--- request eval
+[(map { main::chat(undef, "z $_") } 1 .. 4), "GET /metrics"]
+--- response_headers eval
+[(map { "x-mock-instance: $_" } qw(mock a mock a)), ""]
+--- response_body_like eval
+[(".*") x 4,
+ qr/llm_balancer_picks_total\{upstream="pool",peer="127.0.0.1:\d+"\} 2\nllm_balancer_picks_total\{upstream="pool",peer="127.0.0.1:\d+"\} 2\n/]
+
+
+
+=== TEST 20: a lone server is not left out by its cool-down (as nginx's max_fails)
+--- http_config
+    upstream pool {
+        llm_balance least_tokens;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://pool;
+    }
+    location /limited/ {
+        llm_gateway on;
+        proxy_set_header x-mock-status 429;
+        proxy_set_header x-mock-retry-after 30;
+        proxy_pass http://pool/v1/;
+    }
+--- request eval
+[ "POST /limited/chat/completions\n"
+  . '{"model":"m","messages":[{"role":"user","content":"x"}]}',
+  main::chat(undef, "still") ]
+--- error_code eval
+[429, 200]
+--- response_headers eval
+["x-mock-instance: b", "x-mock-instance: b"]
+
+
+
+=== TEST 21: prefix tokens=4: the first message joins the key, later turns keep it
+Same system prompt everywhere. Conversations differ by their first user
+message (16 bytes = 4 tokens, within tokens=4): they spread over the
+peers; the turns of one conversation (same first message, other later
+messages) stay on one peer.
+--- http_config
+    upstream pool {
+        llm_balance prefix tokens=4;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://pool;
+    }
+--- request eval
+["GET /reset",
+ (map { main::chat("Shared system prompt.", sprintf("conversation %03d", $_)) }
+  1 .. 12),
+ "GET /stats", "GET /reset",
+ (map { "POST /v1/chat/completions\n"
+        . '{"model":"m","max_tokens":4,"messages":[{"role":"system",'
+        . '"content":"Shared system prompt."},{"role":"user","content":'
+        . '"conversation 001"},{"role":"assistant","content":"answer"},'
+        . qq({"role":"user","content":"turn $_"}]}) } 1 .. 6),
+ "GET /stats"]
+--- response_body_like eval
+["ok", (".*") x 12,
+ qr/^(?!.*"requests_total":(?:0|12),)/s,
+ "ok", (".*") x 6,
+ qr/^(?=(?:.*"requests_total":0,){2})(?=.*"requests_total":6,)/s]
