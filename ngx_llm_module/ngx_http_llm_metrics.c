@@ -924,6 +924,11 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ll = ngx_http_llm_sidecar_metrics(r, ll, &len);     /* usage spool */
+    if (ll == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
     *ll = NULL;
 
     ngx_str_set(&type, "text/plain; version=0.0.4; charset=utf-8");

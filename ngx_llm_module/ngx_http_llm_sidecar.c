@@ -530,7 +530,12 @@ ngx_http_llm_spool_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     spool->shpool->data = sh;
     spool->sh = sh;
 
-    /* the ring takes what the slab allocator can give in one piece */
+    /*
+     * the ring takes what the slab allocator can give in one piece; the
+     * sizes tried first fail quietly (no "no memory" line at start)
+     */
+
+    spool->shpool->log_nomem = 0;
 
     for (size = shm_zone->shm.size / 8 * 7; size >= 4096; size -= 4096) {
         sh->data = ngx_slab_alloc(spool->shpool, size);
@@ -544,8 +549,6 @@ ngx_http_llm_spool_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     if (sh->data == NULL) {
         return NGX_ERROR;
     }
-
-    spool->shpool->log_nomem = 0;
 
     return NGX_OK;
 }
@@ -999,6 +1002,95 @@ ngx_http_llm_sidecar_record(ngx_http_request_t *r)
     }
 
     (void) ngx_http_llm_spool_put(scf->spool->data, buf, p - buf);
+}
+
+
+/*
+ * llm_metrics: the usage spool of this node. Capacity is in bytes because
+ * records differ in length; the alert rules use the byte ratio.
+ */
+
+ngx_chain_t **
+ngx_http_llm_sidecar_metrics(ngx_http_request_t *r, ngx_chain_t **ll,
+    off_t *len)
+{
+    u_char                       *p;
+    uint64_t                      records, bytes, dropped, delivered;
+    ngx_buf_t                    *b;
+    ngx_chain_t                  *cl;
+    ngx_http_llm_spool_t         *spool;
+    ngx_http_llm_main_conf_t     *lmcf;
+    ngx_http_llm_spool_shctx_t   *sh;
+    ngx_http_llm_sidecar_conf_t  *scf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_module);
+    scf = &lmcf->sidecar;
+
+    if (scf->addr == NULL || scf->spool == NULL) {
+        return ll;
+    }
+
+    spool = scf->spool->data;
+    sh = spool->sh;
+
+    if (sh == NULL) {
+        return ll;
+    }
+
+    ngx_shmtx_lock(&spool->shpool->mutex);
+
+    records = sh->records;
+    bytes = sh->head - sh->tail;
+    dropped = sh->dropped;
+    delivered = sh->delivered;
+
+    ngx_shmtx_unlock(&spool->shpool->mutex);
+
+    b = ngx_create_temp_buf(r->pool, 1536 + 5 * (scf->spool->shm.name.len
+                                                  + NGX_INT64_LEN));
+    if (b == NULL) {
+        return NULL;
+    }
+
+    p = b->last;
+
+    p = ngx_sprintf(p,
+            "# HELP llm_usage_spool_records Usage records waiting in the "
+            "spool for the sidecar.\n"
+            "# TYPE llm_usage_spool_records gauge\n"
+            "llm_usage_spool_records{zone=\"%V\"} %uL\n"
+            "# HELP llm_usage_spool_bytes Bytes of the spool in use.\n"
+            "# TYPE llm_usage_spool_bytes gauge\n"
+            "llm_usage_spool_bytes{zone=\"%V\"} %uL\n"
+            "# HELP llm_usage_spool_capacity_bytes Size of the spool ring.\n"
+            "# TYPE llm_usage_spool_capacity_bytes gauge\n"
+            "llm_usage_spool_capacity_bytes{zone=\"%V\"} %uz\n"
+            "# HELP llm_usage_spool_dropped_total Usage records dropped "
+            "because the spool was full.\n"
+            "# TYPE llm_usage_spool_dropped_total counter\n"
+            "llm_usage_spool_dropped_total{zone=\"%V\"} %uL\n"
+            "# HELP llm_usage_delivered_records_total Usage records the "
+            "sidecar acknowledged.\n"
+            "# TYPE llm_usage_delivered_records_total counter\n"
+            "llm_usage_delivered_records_total{zone=\"%V\"} %uL\n",
+            &scf->spool->shm.name, records,
+            &scf->spool->shm.name, bytes,
+            &scf->spool->shm.name, sh->size,
+            &scf->spool->shm.name, dropped,
+            &scf->spool->shm.name, delivered);
+
+    b->last = p;
+    *len += b->last - b->pos;
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    cl->buf = b;
+    *ll = cl;
+
+    return &cl->next;
 }
 
 

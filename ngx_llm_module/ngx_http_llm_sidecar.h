@@ -92,6 +92,10 @@ ngx_int_t ngx_http_llm_sidecar_init_process(ngx_cycle_t *cycle);
 /* log phase: one usage record per finished inspected request */
 void ngx_http_llm_sidecar_record(ngx_http_request_t *r);
 
+/* llm_metrics: the usage spool families; NULL on error */
+ngx_chain_t **ngx_http_llm_sidecar_metrics(ngx_http_request_t *r,
+    ngx_chain_t **ll, off_t *len);
+
 /* s as a JSON string, quotes included; returns last when it does not fit */
 u_char *ngx_http_llm_sidecar_json_str(u_char *p, u_char *last, ngx_str_t *s);
 

@@ -155,16 +155,54 @@ llm sidecar unix:$TEST_NGINX_SIDECAR usage delivery unreachable
 
 
 
+=== TEST 3b: llm_metrics shows the spool filling while the sidecar is down and empty again after delivery
+--- init
+Sidecar::start_later(1.5);
+--- http_config eval
+"upstream mock { server 127.0.0.1:$ENV{TEST_NGINX_MOCK_PORT}; }
+llm_sidecar unix:$ENV{TEST_NGINX_SIDECAR} spool=spool_040m:64k;
+llm_metrics_zone metrics_040:1m;"
+--- config
+llm_gateway on;
+location /v1/ { proxy_pass http://mock; }
+location = /metrics { llm_gateway off; llm_metrics; }
+location = /later {
+    llm_gateway off;
+    echo_sleep 3;
+    echo_location /metrics;
+}
+--- more_headers
+Content-Type: application/json
+X-Team: t040-metrics
+--- request eval
+["POST /v1/chat/completions
+{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]}",
+"POST /v1/chat/completions
+{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"b\"}]}",
+"GET /metrics",
+"GET /later"]
+--- error_code eval
+[200, 200, 200, 200]
+--- response_body_like eval
+[qr/./, qr/./,
+qr/llm_usage_spool_records\{zone="spool_040m"\} 2\n(?s:.*)llm_usage_spool_capacity_bytes\{zone="spool_040m"\} \d{5}\n(?s:.*)llm_usage_spool_dropped_total\{zone="spool_040m"\} 0\n(?s:.*)llm_usage_delivered_records_total\{zone="spool_040m"\} 0\n/,
+qr/llm_usage_spool_records\{zone="spool_040m"\} 0\n(?s:.*)llm_usage_spool_bytes\{zone="spool_040m"\} 0\n(?s:.*)llm_usage_delivered_records_total\{zone="spool_040m"\} 2\n/]
+--- timeout: 8
+
+
+
 === TEST 4: a full spool drops the newest records, counts and logs them; the others are delivered
 --- init
 Sidecar::start_later(4);
 --- http_config eval
 "upstream mock { server 127.0.0.1:$ENV{TEST_NGINX_MOCK_PORT}; }
-llm_sidecar unix:$ENV{TEST_NGINX_SIDECAR} spool=tiny_040:32k;"
+llm_sidecar unix:$ENV{TEST_NGINX_SIDECAR} spool=tiny_040:32k;
+llm_metrics_zone metrics_040:1m;"
 --- config eval
 "llm_gateway on;
 llm_team \$http_x_team;
 location /v1/ { proxy_pass http://mock; }
+location = /metrics { llm_gateway off; llm_metrics; }
 location = /spend {
     echo_sleep 6;
     echo_location /_spend \"group_by=team&team=t040-full" . ("x" x 400) . "\";
@@ -178,11 +216,12 @@ location = /_spend {
 --- request eval
 [(map { "POST /v1/chat/completions
 {\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"$_\"}]}" } 1 .. 45),
-"GET /spend"]
+"GET /spend", "GET /metrics"]
 --- error_code eval
-[(200) x 46]
+[(200) x 47]
 --- response_body_like eval
-[(qr/./) x 45, qr/"total":\{"requests":3[0-9],"errors":0,/]
+[(qr/./) x 45, qr/"total":\{"requests":3[0-9],"errors":0,/,
+qr/llm_usage_spool_records\{zone="tiny_040"\} 0\n(?s:.*)llm_usage_spool_dropped_total\{zone="tiny_040"\} (?:[1-9]|1[0-5])\n(?s:.*)llm_usage_delivered_records_total\{zone="tiny_040"\} 3\d\n/]
 --- check_spool_log
 --- timeout: 10
 
