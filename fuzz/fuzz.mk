@@ -15,6 +15,29 @@
 FUZZ_RUNS        ?= 10000000
 FUZZ_MAX_SECONDS ?= 3600
 
+# targets of issue 9 beyond unit.mk's: message assembly and the cache
+# entry encoding (encode, decode, JSON rendering, SSE replay)
+
+LLM_FUZZ_MORE    := fuzz_assemble fuzz_entry
+LLM_FUZZ_TARGETS += $(LLM_FUZZ_MORE)
+LLM_FUZZ_BINS    += $(addprefix $(LLM_FUZZ_DIR)/,$(LLM_FUZZ_MORE))
+
+.PHONY: $(addprefix fuzz-,$(LLM_FUZZ_MORE))
+
+fuzz: $(addprefix fuzz-,$(LLM_FUZZ_MORE))
+fuzz-build: $(addprefix $(LLM_FUZZ_DIR)/,$(LLM_FUZZ_MORE))
+
+$(addprefix fuzz-,$(LLM_FUZZ_MORE)): fuzz-%: $(LLM_FUZZ_DIR)/%
+	@mkdir -p $(LLM_FUZZ_DIR)/corpus/$*
+	$(LLM_FUZZ_DIR)/$* -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=$(LLM_FUZZ_DIR)/$*- \
+	    $(LLM_FUZZ_DIR)/corpus/$* fuzz/corpus/$*
+
+$(addprefix $(LLM_FUZZ_DIR)/,$(LLM_FUZZ_MORE)): \
+        $(LLM_FUZZ_DIR)/%: fuzz/%.c $(LLM_UNIT_SRCS) $(LLM_UNIT_HDRS)
+	@mkdir -p $(dir $@)
+	$(LLM_FUZZ_CC) $(LLM_FUZZ_CFLAGS) -o $@ $< $(LLM_UNIT_SRCS)
+
 .PHONY: fuzz-runs fuzz-regress
 
 

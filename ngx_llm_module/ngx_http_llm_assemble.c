@@ -30,6 +30,11 @@ typedef struct {
 } ngx_http_llm_w_t;
 
 
+/* -1 (unknown) or a count or timestamp JSON can carry exactly */
+#define ngx_http_llm_entry_num_ok(v)                                         \
+    ((v) >= -1 && (v) <= (int64_t) 9007199254740991)    /* 2^53 - 1 */
+
+
 static ngx_http_llm_part_t *ngx_http_llm_msg_part(ngx_http_llm_msg_t *msg,
     unsigned type, int64_t index);
 static int ngx_http_llm_msg_append(ngx_http_llm_msg_t *msg,
@@ -396,8 +401,9 @@ ngx_http_llm_msg_openai(ngx_http_llm_msg_t *msg, ngx_http_llm_json_cur_t *cur,
             rc = ngx_http_llm_msg_set(msg, &msg->model, cur);
 
         } else if (ngx_http_llm_key(&key, "created")) {
+            /* a timestamp the entry can hold, else unknown (rendered 0) */
             rc = ngx_http_llm_json_get_int(cur, &v);
-            if (rc == 1) {
+            if (rc == 1 && ngx_http_llm_entry_num_ok(v)) {
                 msg->created = v;
             }
 
@@ -564,6 +570,12 @@ ngx_http_llm_msg_tool_calls(ngx_http_llm_msg_t *msg,
     ngx_http_llm_part_t     *part;
     ngx_http_llm_json_str_t  key, s;
     ngx_http_llm_json_cur_t  look;
+
+    /* a legacy completion has no tool calls to replay (found by fuzzing) */
+
+    if (msg->api == NGX_HTTP_LLM_API_COMPLETIONS) {
+        return ngx_http_llm_msg_fail(msg, "tool calls in a completion");
+    }
 
     rc = ngx_http_llm_json_enter(cur, NGX_HTTP_LLM_JSON_ARRAY);
     if (rc != 1) {
@@ -1128,6 +1140,21 @@ ngx_http_llm_entry_decode(ngx_http_llm_entry_t *e, const u_char *p,
     e->usage.cache_write_tokens = (int64_t) ngx_http_llm_ru64(p + 32);
     e->usage.reasoning_tokens = (int64_t) ngx_http_llm_ru64(p + 40);
     p += 48;
+
+    /*
+     * -1 (unknown) or a JSON-safe count: an entry read back from Redis may
+     * hold anything, and the rendering adds the counts up
+     */
+
+    if (!ngx_http_llm_entry_num_ok(e->created)
+        || !ngx_http_llm_entry_num_ok(e->usage.prompt_tokens)
+        || !ngx_http_llm_entry_num_ok(e->usage.completion_tokens)
+        || !ngx_http_llm_entry_num_ok(e->usage.cached_tokens)
+        || !ngx_http_llm_entry_num_ok(e->usage.cache_write_tokens)
+        || !ngx_http_llm_entry_num_ok(e->usage.reasoning_tokens))
+    {
+        return -1;
+    }
 
     if (ngx_http_llm_rstr(&p, end, &e->id) != 0
         || ngx_http_llm_rstr(&p, end, &e->model) != 0

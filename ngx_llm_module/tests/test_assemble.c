@@ -493,6 +493,69 @@ test_decode_rejects(void **state)
 }
 
 
+/*
+ * Found by fuzz_entry: an entry holding a huge usage count made the
+ * rendering overflow int64 when adding up total_tokens; counts outside
+ * -1 .. 2^53-1 now make the entry invalid (it is a miss).
+ */
+
+static void
+test_decode_rejects_huge_usage(void **state)
+{
+    begin(OAI);
+    assert_int_equal(ev("", J("{'choices':[{'index':0,'delta':{'content':"
+        "'abc'},'finish_reason':'stop'}]}")), 0);
+    msg.usage.prompt_tokens = 9007199254740991;
+    msg.usage.completion_tokens = 9007199254740991;
+    seal();
+    render_json();
+    assert_non_null(strstr(out, "\"total_tokens\":18014398509481982"));
+
+    msg.usage.prompt_tokens = INT64_MAX;
+    enc_len = ngx_http_llm_msg_encode(&msg, enc, sizeof(enc));
+    assert_int_equal(ngx_http_llm_entry_decode(&entry, enc, enc_len), -1);
+
+    msg.usage.prompt_tokens = -2;
+    enc_len = ngx_http_llm_msg_encode(&msg, enc, sizeof(enc));
+    assert_int_equal(ngx_http_llm_entry_decode(&entry, enc, enc_len), -1);
+}
+
+
+/*
+ * Found by fuzz_assemble: a negative "created" was kept, and the entry it
+ * made did not decode (a cache entry that could never be served); it is
+ * now unknown, rendered 0.
+ */
+
+static void
+test_negative_created(void **state)
+{
+    begin(OAI);
+    assert_int_equal(resp(J("{'id':'x','object':'chat.completion',"
+        "'created':-1699999999,'model':'m','choices':[{'index':0,"
+        "'message':{'role':'assistant','content':'hi'},"
+        "'finish_reason':'stop'}]}")), 0);
+    seal();
+    assert_non_null(strstr(render_json(), "\"created\":0,"));
+}
+
+
+/*
+ * Found by fuzz_assemble: tool calls in a legacy completion were kept and
+ * replayed as a garbled stream; such an answer is not cached.
+ */
+
+static void
+test_completion_tool_calls_uncacheable(void **state)
+{
+    begin(CMP);
+    ev("", J("{'choices':[{'index':0,'delta':{'tool_calls':[{'index':0,"
+       "'id':'c','type':'function','function':{'name':'f',"
+       "'arguments':'{}'}}]}}]}"));
+    assert_non_null(msg.uncacheable);
+}
+
+
 int
 main(void)
 {
@@ -505,6 +568,9 @@ main(void)
         cmocka_unit_test(test_uncacheable),
         cmocka_unit_test(test_embeddings_raw),
         cmocka_unit_test(test_decode_rejects),
+        cmocka_unit_test(test_decode_rejects_huge_usage),
+        cmocka_unit_test(test_completion_tool_calls_uncacheable),
+        cmocka_unit_test(test_negative_created),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
