@@ -19,6 +19,9 @@
 #define NGX_HTTP_LLM_ERROR_MAX  1024
 
 
+static ngx_buf_t *ngx_http_llm_error_vbuf(ngx_http_request_t *r,
+    ngx_uint_t api, ngx_uint_t status, const char *type, const char *code,
+    const char *param, const char *fmt, va_list args);
 static u_char *ngx_http_llm_json_string(u_char *p, u_char *last,
     const u_char *s, size_t len);
 static const char *ngx_http_llm_anthropic_type(ngx_uint_t status,
@@ -48,16 +51,88 @@ ngx_http_llm_send_error(ngx_http_request_t *r, ngx_uint_t api,
     ngx_uint_t status, const char *type, const char *code, const char *param,
     const char *fmt, ...)
 {
-    u_char       *p, *last, msg[NGX_HTTP_LLM_ERROR_MAX];
-    size_t        len;
     va_list       args;
     ngx_int_t     rc;
     ngx_buf_t    *b;
     ngx_chain_t   out;
 
     va_start(args, fmt);
-    p = ngx_vslprintf(msg, msg + sizeof(msg), fmt, args);
+    b = ngx_http_llm_error_vbuf(r, api, status, type, code, param, fmt, args);
     va_end(args);
+
+    if (b == NULL) {
+        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+    }
+
+    /* the body may not have been read: let nginx discard it */
+
+    if (ngx_http_discard_request_body(r) != NGX_OK) {
+        r->keepalive = 0;
+    }
+
+    r->headers_out.status = status;
+    ngx_http_llm_error_headers(r, b);
+
+    rc = ngx_http_send_header(r);
+
+    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
+        return rc;
+    }
+
+    out.buf = b;
+    out.next = NULL;
+
+    return ngx_http_output_filter(r, &out);
+}
+
+
+ngx_buf_t *
+ngx_http_llm_error_body(ngx_http_request_t *r, ngx_uint_t api,
+    ngx_uint_t status, const char *type, const char *code, const char *param,
+    const char *fmt, ...)
+{
+    va_list     args;
+    ngx_buf_t  *b;
+
+    va_start(args, fmt);
+    b = ngx_http_llm_error_vbuf(r, api, status, type, code, param, fmt, args);
+    va_end(args);
+
+    return b;
+}
+
+
+void
+ngx_http_llm_error_headers(ngx_http_request_t *r, ngx_buf_t *b)
+{
+    r->headers_out.content_length_n = b->last - b->pos;
+
+    if (r->headers_out.content_length) {
+        r->headers_out.content_length->hash = 0;
+        r->headers_out.content_length = NULL;
+    }
+
+    ngx_str_set(&r->headers_out.content_type, "application/json");
+    r->headers_out.content_type_len = r->headers_out.content_type.len;
+    r->headers_out.content_type_lowcase = NULL;
+    r->headers_out.charset.len = 0;
+
+    ngx_http_clear_accept_ranges(r);
+    ngx_http_clear_last_modified(r);
+    ngx_http_clear_etag(r);
+}
+
+
+static ngx_buf_t *
+ngx_http_llm_error_vbuf(ngx_http_request_t *r, ngx_uint_t api,
+    ngx_uint_t status, const char *type, const char *code, const char *param,
+    const char *fmt, va_list args)
+{
+    u_char      *p, *last, msg[NGX_HTTP_LLM_ERROR_MAX];
+    size_t       len;
+    ngx_buf_t   *b;
+
+    p = ngx_vslprintf(msg, msg + sizeof(msg), fmt, args);
 
     len = p - msg;
 
@@ -67,7 +142,7 @@ ngx_http_llm_send_error(ngx_http_request_t *r, ngx_uint_t api,
                                      + (param ? 6 * ngx_strlen(param) : 0)
                                      + (code ? ngx_strlen(code) : 0));
     if (b == NULL) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        return NULL;
     }
 
     p = b->pos;
@@ -116,32 +191,7 @@ ngx_http_llm_send_error(ngx_http_request_t *r, ngx_uint_t api,
     b->last_buf = (r == r->main) ? 1 : 0;
     b->last_in_chain = 1;
 
-    /* the body may not have been read: let nginx discard it */
-
-    if (ngx_http_discard_request_body(r) != NGX_OK) {
-        r->keepalive = 0;
-    }
-
-    r->headers_out.status = status;
-    r->headers_out.content_length_n = b->last - b->pos;
-    ngx_str_set(&r->headers_out.content_type, "application/json");
-    r->headers_out.content_type_len = r->headers_out.content_type.len;
-    r->headers_out.content_type_lowcase = NULL;
-
-    ngx_http_clear_accept_ranges(r);
-    ngx_http_clear_last_modified(r);
-    ngx_http_clear_etag(r);
-
-    rc = ngx_http_send_header(r);
-
-    if (rc == NGX_ERROR || rc > NGX_OK || r->header_only) {
-        return rc;
-    }
-
-    out.buf = b;
-    out.next = NULL;
-
-    return ngx_http_output_filter(r, &out);
+    return b;
 }
 
 

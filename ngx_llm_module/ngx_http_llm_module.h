@@ -88,6 +88,7 @@ typedef struct {
     size_t                      content_bytes;
     ngx_uint_t                  events;
     ngx_buf_t                  *json;           /* non-streaming body */
+    ngx_buf_t                  *error_body;     /* replaces nginx's page */
 
     ngx_http_llm_cache_ctx_t   *cache;          /* response cache state */
     ngx_http_llm_limit_ctx_t    limit;          /* rate limit holds */
@@ -112,6 +113,7 @@ typedef struct {
     unsigned                    got_content:1;
     unsigned                    done:1;         /* terminator seen */
     unsigned                    error_event:1;
+    unsigned                    error_replaced:1;   /* upstream failed */
     unsigned                    ended:1;        /* we closed the stream */
     unsigned                    finalized:1;    /* usage settled */
     unsigned                    cache_hit:1;    /* answered by the cache */
@@ -163,6 +165,10 @@ ngx_int_t ngx_http_llm_add_variables(ngx_conf_t *cf);
 ngx_int_t ngx_http_llm_send_error(ngx_http_request_t *r, ngx_uint_t api,
     ngx_uint_t status, const char *type, const char *code,
     const char *param, const char *fmt, ...);
+ngx_buf_t *ngx_http_llm_error_body(ngx_http_request_t *r, ngx_uint_t api,
+    ngx_uint_t status, const char *type, const char *code,
+    const char *param, const char *fmt, ...);
+void ngx_http_llm_error_headers(ngx_http_request_t *r, ngx_buf_t *b);
 const char *ngx_http_llm_api_name(ngx_uint_t api);
 
 

@@ -24,6 +24,10 @@
 
 
 static ngx_int_t ngx_http_llm_header_filter(ngx_http_request_t *r);
+static ngx_int_t ngx_http_llm_upstream_error(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+static ngx_int_t ngx_http_llm_upstream_error_body(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_chain_t *in);
 static ngx_int_t ngx_http_llm_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_llm_sse_watch(ngx_http_request_t *r,
@@ -84,6 +88,14 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
         ctx->outcome = NGX_HTTP_LLM_OUTCOME_ERROR;
     }
 
+    if (r->upstream
+        && r->upstream->headers_in.status_n == 0
+        && r->headers_out.status >= NGX_HTTP_INTERNAL_SERVER_ERROR)
+    {
+        /* nginx's own page for an upstream that never answered */
+        return ngx_http_llm_upstream_error(r, ctx);
+    }
+
     if (ngx_http_llm_is_type(r, "text/event-stream",
                              sizeof("text/event-stream") - 1)
         == NGX_OK)
@@ -119,6 +131,74 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
 }
 
 
+/*
+ * The upstream failed before its response header (refused, reset, timed
+ * out, every next_upstream try used): nginx is about to send its own HTML
+ * 502/504 page. A client of an LLM API gets the error in its API's shape
+ * instead; an error_page of the operator has run already (its internal
+ * redirect leaves no ctx) and is not touched. The cause is in the error
+ * log, logged by nginx's upstream module.
+ */
+
+static ngx_int_t
+ngx_http_llm_upstream_error(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+{
+    ngx_buf_t  *b;
+
+    if (r->headers_out.status == NGX_HTTP_GATEWAY_TIME_OUT) {
+        b = ngx_http_llm_error_body(r, ctx->api, NGX_HTTP_GATEWAY_TIME_OUT,
+                                    "server_error", "upstream_timeout", NULL,
+                                    "the upstream LLM server did not answer "
+                                    "in time");
+
+    } else {
+        b = ngx_http_llm_error_body(r, ctx->api, r->headers_out.status,
+                                    "server_error", "upstream_unavailable",
+                                    NULL,
+                                    "the upstream LLM server could not be "
+                                    "reached or closed the connection "
+                                    "before answering");
+    }
+
+    if (b == NULL) {
+        return NGX_ERROR;
+    }
+
+    ctx->error_body = b;
+    ctx->error_replaced = 1;
+    ctx->outcome = NGX_HTTP_LLM_OUTCOME_ERROR;
+
+    ngx_http_llm_error_headers(r, b);
+
+    return ngx_http_next_header_filter(r);
+}
+
+
+static ngx_int_t
+ngx_http_llm_upstream_error_body(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_chain_t *in)
+{
+    ngx_chain_t  out, *cl;
+
+    /* nginx's page is dropped: its buffers count as sent */
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    if (ctx->error_body == NULL) {
+        return NGX_OK;
+    }
+
+    out.buf = ctx->error_body;
+    out.next = NULL;
+    ctx->error_body = NULL;
+
+    return ngx_http_next_body_filter(r, &out);
+}
+
+
 static ngx_int_t
 ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
@@ -134,6 +214,10 @@ ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     if (ctx == NULL || !ctx->inspected || ctx->cache_hit) {
         return ngx_http_next_body_filter(r, in);
+    }
+
+    if (ctx->error_replaced) {
+        return ngx_http_llm_upstream_error_body(r, ctx, in);
     }
 
     if (ctx->json_response) {

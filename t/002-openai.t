@@ -177,3 +177,68 @@ x-mock-status: 503
 --- response_body_like: "error"
 --- error_log eval
 qr/llm-log api=chat .* completion=- .* usage=- outcome=error/
+
+
+
+=== TEST 10: an upstream that cannot be reached gets a 502 in the OpenAI shape, not nginx's page
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://127.0.0.1:1;
+    }
+--- request
+POST /v1/chat/completions
+{"model":"m","messages":[{"role":"user","content":"hi"}]}
+--- more_headers
+Content-Type: application/json
+--- error_code: 502
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"error":{"message":"the upstream LLM server could not be reached or closed the connection before answering","type":"server_error","param":null,"code":"upstream_unavailable"}}
+--- error_log
+connect() failed (111: Connection refused)
+
+
+
+=== TEST 11: an upstream that does not answer in time gets a 504 in the Anthropic shape
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_read_timeout 300ms;
+        proxy_pass http://mock;
+    }
+--- request
+POST /v1/messages
+{"model":"claude-haiku-4-5","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}
+--- more_headers
+Content-Type: application/json
+x-mock-fault: hang-headers
+--- error_code: 504
+--- response_headers
+Content-Type: application/json
+--- response_body
+{"type":"error","error":{"type":"api_error","message":"the upstream LLM server did not answer in time"}}
+--- error_log
+upstream timed out
+
+
+
+=== TEST 12: an operator's error_page for 502 still wins
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://127.0.0.1:1;
+        error_page 502 = /down;
+    }
+    location = /down {
+        return 503 "maintenance\n";
+    }
+--- request
+POST /v1/chat/completions
+{"model":"m","messages":[{"role":"user","content":"hi"}]}
+--- more_headers
+Content-Type: application/json
+--- error_code: 503
+--- response_body
+maintenance

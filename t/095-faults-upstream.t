@@ -74,19 +74,17 @@ for my $api (qw(openai anthropic)) {
 }
 
 # an upstream that never answers gets a 504, one that resets before its
-# headers a 502. KNOWN GAP: these are nginx's own HTML pages, not the
-# client API's error shape (the module does not rewrite nginx's special
-# responses yet); the TODO marks it until it does.
+# headers a 502, both in the client API's error shape (not nginx's page)
 
 for my $api (qw(openai anthropic)) {
     scenario("hang before headers ($api)", 10, '504 error: 10', sub {
         stream($api, 'x-mock-fault' => 'hang-headers');
-    }, 'nginx answers its own HTML 504');
+    });
 }
 
 scenario('reset before headers', 10, '502 error: 10', sub {
     stream('openai', 'x-mock-fault' => 'reset');
-}, 'nginx answers its own HTML 502');
+});
 
 # storms: the upstream's own API-shaped errors pass through unchanged
 
