@@ -93,9 +93,12 @@ $(NGX_TREE)/objs/Makefile: config
 	        --add-dynamic-module=$(CURDIR) > ../configure.log 2>&1 \
 	    || { tail -20 ../configure.log; exit 1; }
 
+# the .so is replaced by a new file (cp + mv), never rewritten in place: an
+# nginx running the old one (make run, a bench) keeps its mapping instead
+# of dying of SIGBUS
 $(MODULE_SO): $(NGX_TREE)/objs/Makefile $(MODULE_SRCS)
 	$(MAKE) -s -C $(NGX_TREE) -f objs/Makefile modules
-	cp $(NGX_TREE)/objs/ngx_http_llm_module.so $@
+	cp $(NGX_TREE)/objs/ngx_http_llm_module.so $@.tmp && mv -f $@.tmp $@
 
 module: $(MODULE_SO)
 

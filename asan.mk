@@ -77,7 +77,7 @@ $(ASAN_TREE)/objs/Makefile: config
 
 $(ASAN_SO): $(ASAN_TREE)/objs/Makefile $(MODULE_SRCS)
 	$(MAKE) -s -C $(ASAN_TREE) -f objs/Makefile modules
-	cp $(ASAN_TREE)/objs/ngx_http_llm_module.so $@
+	cp $(ASAN_TREE)/objs/ngx_http_llm_module.so $@.tmp && mv -f $@.tmp $@
 
 asan-module: $(ASAN_SO)
 
