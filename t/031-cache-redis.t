@@ -76,6 +76,8 @@ sub stop {
 }
 
 END {
+    local $?;       # keep the exit status of the test file
+
     stop($_) for keys %pid;
 }
 

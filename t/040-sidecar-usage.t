@@ -68,7 +68,8 @@ add_response_body_check(sub {
 
     return unless defined $block->check_spool_log && $req_idx == 45;
 
-    open my $fh, '<', "$ENV{TEST_NGINX_SERVROOT}/logs/error.log" or die $!;
+    open my $fh, '<', $Test::Nginx::Util::ErrLogFile
+        or die "$Test::Nginx::Util::ErrLogFile: $!";
     my $log = do { local $/; <$fh> };
 
     my @lines = $log =~ /(llm sidecar spool "tiny_040" full: \d+ usage records dropped since the last report \(\d+ in all\); increase the spool size or check the sidecar)/g;

@@ -87,6 +87,10 @@ sub start_mock {
 start_mock();
 
 END {
+    # waitpid sets $?: keep the exit status of the test file (a file that
+    # died must not pass)
+    local $?;
+
     if ($mock_pid && $$ == $owner) {
         kill 'TERM', $mock_pid;
         waitpid $mock_pid, 0;

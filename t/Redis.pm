@@ -75,6 +75,8 @@ sub cli {
 }
 
 END {
+    local $?;       # keep the exit status of the test file
+
     stop() if $$ == $owner;
 }
 

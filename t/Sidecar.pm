@@ -151,6 +151,8 @@ sub request {
 start();
 
 END {
+    local $?;       # stop() waits for the process: keep the file's status
+
     stop() if $$ == $owner;
 }
 

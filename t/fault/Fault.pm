@@ -131,6 +131,8 @@ sub stop {
 }
 
 END {
+    local $?;       # keep the exit status of the test file
+
     stop() if $$ == $owner;
 }
 
