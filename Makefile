@@ -124,7 +124,8 @@ test: deps
 	$(MAKE) test-nginx
 
 -include ngx_llm_module/tests/unit.mk
--include fuzz/fuzz.mk asan.mk obs.mk bench/limit.mk bench/cache.mk
+-include fuzz/fuzz.mk asan.mk obs.mk bench/limit.mk bench/cache.mk \
+         bench/balance.mk
 
 test-mock: mock
 	$(MAKE) -s -C mock test
