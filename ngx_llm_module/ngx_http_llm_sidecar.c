@@ -22,6 +22,8 @@
 #define NGX_HTTP_LLM_SIDECAR_TICK          100
 #define NGX_HTTP_LLM_SIDECAR_BATCH_BYTES   (512 * 1024)
 #define NGX_HTTP_LLM_SIDECAR_LOG_INTERVAL  10000
+/* how long an exiting worker stays to deliver spooled records, ms */
+#define NGX_HTTP_LLM_SIDECAR_DRAIN         5000
 
 /* one usage record, JSON; longer records (odd team names) are truncated */
 #define NGX_HTTP_LLM_SIDECAR_RECORD_MAX    2048
@@ -632,7 +634,9 @@ ngx_http_llm_sidecar_init_process(ngx_cycle_t *cycle)
     ngx_http_llm_spool_timer.handler = ngx_http_llm_spool_tick;
     ngx_http_llm_spool_timer.data = lmcf;
     ngx_http_llm_spool_timer.log = cycle->log;
-    ngx_http_llm_spool_timer.cancelable = 1;
+    /* not cancelable: an exiting worker waits for its next tick, which
+     * delivers what is spooled first (see ngx_http_llm_spool_tick) */
+    ngx_http_llm_spool_timer.cancelable = 0;
 
     /* workers start at different moments, so they tick out of step */
 
@@ -645,11 +649,49 @@ ngx_http_llm_sidecar_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_llm_spool_tick(ngx_event_t *ev)
 {
+    uint64_t                   records;
+    ngx_http_llm_spool_t      *spool;
     ngx_http_llm_main_conf_t  *lmcf = ev->data;
 
-    if (ngx_exiting || ngx_quit || ngx_terminate) {
-        /* the records stay in the zone for the next generation */
+    static ngx_msec_t          exit_start;
+
+    if (ngx_terminate) {
         return;
+    }
+
+    if (ngx_exiting || ngx_quit) {
+
+        /*
+         * A graceful stop (quit, reload, the old binary of an upgrade):
+         * a reload's next generation shares the zone, but a new binary or
+         * a stop does not, so the worker stays to deliver what is spooled,
+         * for NGX_HTTP_LLM_SIDECAR_DRAIN ms at most; not re-arming the
+         * timer lets it exit.
+         */
+
+        spool = lmcf->sidecar.spool->data;
+        records = spool->sh->records;
+
+        if (exit_start == 0) {
+            exit_start = ngx_current_msec ? ngx_current_msec : 1;
+        }
+
+        if (records == 0) {
+            return;
+        }
+
+        if ((ngx_msec_int_t) (ngx_current_msec - exit_start)
+            >= NGX_HTTP_LLM_SIDECAR_DRAIN)
+        {
+            ngx_log_error(NGX_LOG_WARN, ev->log, 0,
+                          "llm sidecar: worker exits with %uL usage records "
+                          "still in spool \"%V\": a reload's new workers "
+                          "deliver them, a stop or binary upgrade loses them; "
+                          "check that the sidecar runs",
+                          records, &lmcf->sidecar.spool->shm.name);
+            return;
+        }
+
     }
 
     ngx_http_llm_spool_flush((ngx_cycle_t *) ngx_cycle, &lmcf->sidecar);
