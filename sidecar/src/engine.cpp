@@ -631,7 +631,8 @@ void Engine::snapshot() {
       entries.push_back(codec::encode_cell(k, t));
     }
     for (const auto &[ts, id] : m_ledger.id_log()) {
-      entries.push_back(codec::encode_simple(codec::k_id, ts, id));
+      entries.push_back(
+          codec::encode_simple(codec::k_id, ts, id_digest_text(id)));
     }
     if (!m_redis_mode) {
       for (const auto &[k, b] : m_budgets) {

@@ -88,6 +88,23 @@ TEST(Ledger, ExpiredIdsAreForgotten) {
   EXPECT_EQ(l.remembered_ids(), 1u);
 }
 
+TEST(Ledger, IdsAreRememberedAsDigests) {
+  const IdDigest d = id_digest("req-1");
+  EXPECT_EQ(id_digest_text(d).size(), 33u);
+  EXPECT_EQ(id_digest_restore(id_digest_text(d)), d);  // snapshot round trip
+  EXPECT_EQ(id_digest_restore("req-1"), d);            // older snapshots
+  EXPECT_FALSE(id_digest("req-1") == id_digest("req-2"));
+  EXPECT_FALSE(id_digest_restore("#0123") == id_digest_restore("#0124"));
+
+  Ledger l;
+  l.restore_id(id_digest_text(id_digest("a")), 0);
+  EXPECT_TRUE(l.seen("a"));
+  EXPECT_EQ(l.apply(rec("a", "k", "t", "m", "2026-11-22T00:00:00Z", 1)),
+            Ledger::Result::duplicate);
+  EXPECT_EQ(l.apply(rec("b", "k", "t", "m", "2026-11-22T00:00:00Z", 1)),
+            Ledger::Result::accepted);
+}
+
 TEST(Ledger, RestoreRebuildsIndexes) {
   Ledger a;
   a.apply(rec("x", "k1", "t1", "mini", "2026-11-22T10:00:00Z", 7));

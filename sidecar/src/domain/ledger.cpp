@@ -31,11 +31,49 @@ std::optional<GroupBy> parse_group_by(const std::string &s) {
   return std::nullopt;
 }
 
+IdDigest id_digest(std::string_view id) {
+  // two FNV-1a passes with unrelated offset bases; request ids are not
+  // chosen by clients (nginx's $request_id by default)
+  return IdDigest{fnv1a64(id), fnv1a64(id, 0x84222325cbf29ce4ULL)};
+}
+
+std::string id_digest_text(const IdDigest &d) {
+  static const char hex[] = "0123456789abcdef";
+  std::string s(33, '#');
+  for (int i = 0; i < 16; ++i) {
+    s[1 + i] = hex[(d.hi >> (60 - 4 * i)) & 0xf];
+    s[17 + i] = hex[(d.lo >> (60 - 4 * i)) & 0xf];
+  }
+  return s;
+}
+
+IdDigest id_digest_restore(std::string_view text) {
+  if (text.size() != 33 || text[0] != '#') {
+    return id_digest(text);
+  }
+  IdDigest d;
+  for (std::size_t i = 1; i < 33; ++i) {
+    const char c = text[i];
+    std::uint64_t v;
+    if (c >= '0' && c <= '9') {
+      v = static_cast<std::uint64_t>(c - '0');
+    } else if (c >= 'a' && c <= 'f') {
+      v = static_cast<std::uint64_t>(c - 'a' + 10);
+    } else {
+      return id_digest(text);
+    }
+    std::uint64_t &half = i < 17 ? d.hi : d.lo;
+    half = (half << 4) | v;
+  }
+  return d;
+}
+
 Ledger::Result Ledger::apply(const UsageRecord &r) {
-  if (!m_ids.insert(r.request_id).second) {
+  const IdDigest d = id_digest(r.request_id);
+  if (!m_ids.insert(d).second) {
     return Result::duplicate;
   }
-  m_id_order.emplace_back(r.ts, r.request_id);
+  m_id_order.emplace_back(r.ts, d);
   Totals t;
   t.add(r);
   add_cell(CubeKey{day_index(r.ts), r.key_hash, r.team, r.billed_model()}, t);
@@ -52,12 +90,15 @@ void Ledger::add_cell(const CubeKey &k, const Totals &t) {
 void Ledger::restore_cell(const CubeKey &k, const Totals &t) { add_cell(k, t); }
 
 void Ledger::restore_id(const std::string &id, TimeMs ts) {
-  if (m_ids.insert(id).second) {
-    m_id_order.emplace_back(ts, id);
+  const IdDigest d = id_digest_restore(id);
+  if (m_ids.insert(d).second) {
+    m_id_order.emplace_back(ts, d);
   }
 }
 
-bool Ledger::seen(const std::string &id) const { return m_ids.count(id) != 0; }
+bool Ledger::seen(const std::string &id) const {
+  return m_ids.count(id_digest(id)) != 0;
+}
 
 void Ledger::expire_ids(TimeMs before) {
   // Records arrive roughly in time order; an out-of-order old id simply

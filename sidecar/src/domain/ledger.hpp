@@ -9,11 +9,33 @@
 #include <map>
 #include <optional>
 #include <string>
+#include <string_view>
 #include <unordered_map>
 #include <unordered_set>
 #include <vector>
 
 namespace llm {
+
+// A request id as the dedup window remembers it: 128 bits of hash, not the
+// string twice (set and expiry queue each held a heap-allocated copy of a
+// 32-character id). Snapshots store the digest as "#" and 32 hex digits; a
+// plain id (older snapshots) is hashed.
+struct IdDigest {
+  std::uint64_t hi = 0;
+  std::uint64_t lo = 0;
+  bool operator==(const IdDigest &) const = default;
+};
+
+struct IdDigestHash {
+  std::size_t operator()(const IdDigest &d) const {
+    return static_cast<std::size_t>(d.lo);
+  }
+};
+
+IdDigest id_digest(std::string_view id);
+std::string id_digest_text(const IdDigest &d);
+// The digest of a snapshot entry: "#" + 32 hex digits, or a plain id.
+IdDigest id_digest_restore(std::string_view text);
 
 struct CubeKey {
   std::int64_t day = 0;
@@ -69,7 +91,7 @@ public:
   Totals total() const { return m_total; }
   const Cube &cube() const { return m_cube; }
   std::size_t remembered_ids() const { return m_ids.size(); }
-  const std::deque<std::pair<TimeMs, std::string>> &id_log() const {
+  const std::deque<std::pair<TimeMs, IdDigest>> &id_log() const {
     return m_id_order;
   }
 
@@ -83,8 +105,8 @@ private:
   Cube m_cube;
   std::unordered_map<std::string, std::map<std::int64_t, Micros>> m_key_days;
   std::unordered_map<std::string, std::map<std::int64_t, Micros>> m_team_days;
-  std::unordered_set<std::string> m_ids;
-  std::deque<std::pair<TimeMs, std::string>> m_id_order;
+  std::unordered_set<IdDigest, IdDigestHash> m_ids;
+  std::deque<std::pair<TimeMs, IdDigest>> m_id_order;
   Totals m_total;
 };
 
