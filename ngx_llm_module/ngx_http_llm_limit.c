@@ -81,6 +81,7 @@ typedef struct {
     uint64_t                    hash;
     uint64_t                    hash2;
     int64_t                     delta;
+    int64_t                     seed;       /* node level before delta */
     int                         dim;
 } ngx_http_llm_limit_sync_item_t;
 
@@ -154,7 +155,10 @@ static const char  *ngx_http_llm_limit_dim_names[] = {
 /*
  * Global bucket in Redis, one hash per key and dimension: refills with
  * Redis's clock, takes the node's delta, returns the level (1/60000
- * tokens). Idle buckets expire after two minutes (full after one).
+ * tokens). Idle buckets expire after two minutes (full after one). A
+ * bucket Redis does not have (first use, or Redis restarted empty after
+ * an outage) starts at the sending node's level before its delta, so
+ * what the node admitted meanwhile is not forgotten.
  */
 
 static const char  ngx_http_llm_limit_script[] =
@@ -163,7 +167,7 @@ static const char  ngx_http_llm_limit_script[] =
     "local t = redis.call('TIME') "
     "local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) "
     "local v = redis.call('HMGET', KEYS[1], 'l', 't') "
-    "local l = tonumber(v[1]) or cap "
+    "local l = tonumber(v[1]) or math.min(cap, tonumber(ARGV[3]) or cap) "
     "local ts = tonumber(v[2]) or now "
     "if now > ts then l = math.min(cap, l + (now - ts) * rate) "
     "else now = ts end "
@@ -1703,6 +1707,7 @@ ngx_http_llm_limit_sync(ngx_http_llm_limit_zone_t *zone)
     int                              d;
     u_char                           key[128], *p, rate[NGX_INT_T_LEN];
     u_char                           delta[NGX_INT64_LEN];
+    u_char                           seed[NGX_INT64_LEN];
     size_t                           argvlen[7];
     ngx_int_t                        rc;
     ngx_uint_t                       i, n;
@@ -1710,6 +1715,7 @@ ngx_http_llm_limit_sync(ngx_http_llm_limit_zone_t *zone)
     ngx_queue_t                     *q;
     const char                      *argv[7];
     ngx_rbtree_node_t               *node;
+    ngx_http_llm_limiter_t           lim;
     ngx_http_llm_limit_node_t       *ln;
     ngx_http_llm_limit_sync_item_t  *items, *it;
 
@@ -1779,6 +1785,12 @@ ngx_http_llm_limit_sync(ngx_http_llm_limit_zone_t *zone)
         node = (ngx_rbtree_node_t *)
                    ((u_char *) ln - offsetof(ngx_rbtree_node_t, color));
 
+        /* the node's levels now, for a bucket Redis lost (a copy: the
+         * refill clock of the key stays its last use) */
+
+        lim = ln->lim;
+        ngx_http_llm_limiter_refill(&lim, ln->rate, now);
+
         for (d = 0; d < NGX_HTTP_LLM_LIMITER_DIMS; d++) {
             if (ln->rate[d] == 0) {
                 continue;
@@ -1790,6 +1802,8 @@ ngx_http_llm_limit_sync(ngx_http_llm_limit_zone_t *zone)
             it->hash2 = ln->hash2;
             it->dim = d;
             it->delta = ln->pending[d];
+            it->seed = lim.level[d]
+                       + (int64_t) ln->pending[d] * NGX_HTTP_LLM_LIMITER_SCALE;
 
             ln->pending[d] = 0;
         }
@@ -1834,6 +1848,8 @@ ngx_http_llm_limit_sync(ngx_http_llm_limit_zone_t *zone)
         argv[4] = (const char *) rate;
         argv[5] = (const char *) delta;
         argvlen[5] = ngx_sprintf(delta, "%L", it->delta) - delta;
+        argv[6] = (const char *) seed;
+        argvlen[6] = ngx_sprintf(seed, "%L", it->seed) - seed;
 
         argv[2] = "1";
         argvlen[2] = 1;
@@ -1853,7 +1869,7 @@ ngx_http_llm_limit_sync(ngx_http_llm_limit_zone_t *zone)
 
         rc = ngx_http_llm_redis_command_argv(zone->redis,
                                              ngx_http_llm_limit_sync_reply,
-                                             it, 6, argv, argvlen);
+                                             it, 7, argv, argvlen);
 
         if (rc == NGX_OK) {
             zone->inflight++;
