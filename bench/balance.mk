@@ -1,8 +1,19 @@
-# make bench-balance: the balancers side by side (bench/balance.sh);
-# included by the top-level Makefile.
+# make bench-balance: the balancers side by side (bench/balance.sh, with
+# the open-loop load generator bench/loadgen.c and the traces of
+# bench/traces/gen.py); included by the top-level Makefile.
 
-.PHONY: bench-balance
+LOADGEN_BIN := $(B)/bench/loadgen
+
+.PHONY: bench-balance loadgen
+
+loadgen: $(LOADGEN_BIN)
+
+$(LOADGEN_BIN): bench/loadgen.c
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -Wall -Wextra -o $@ $< -lm
 
 bench-balance: deps-bench
-	$(MAKE) module mock
-	bash bench/balance.sh "$(CURDIR)" "$(NGINX)"
+	$(MAKE) module mock loadgen
+	BENCH_MODULE="$${BENCH_MODULE:-$(CURDIR)/$(MODULE_SO)}" \
+	    BENCH_DIR="$${BENCH_DIR:-$(CURDIR)/$(B)/bench/balance}" \
+	    bash bench/balance.sh "$(CURDIR)" "$(NGINX)" "$(CURDIR)/$(LOADGEN_BIN)"

@@ -1,123 +1,57 @@
 #!/bin/bash
-# make bench-balance: the balancers of issue 5 side by side on the same
-# traces (bench/balance.lua, fixed seed) against four mock replicas that
-# simulate a prefix cache (uncached prompt tokens cost TTFT), then the
-# balancing overhead on a zero-work mock. Figures, not tests: 2 shared
-# cores, expect noise; every method runs the same trace in the same run.
+# make bench-balance: the balancers of issue 5 side by side. Four mock
+# replicas simulate a prefix cache (uncached prompt tokens cost TTFT, a
+# cache too small to hold every group on one replica); nginx with the
+# module has one upstream per method; bench/loadgen sends the same
+# fixed-seed traces (bench/traces/gen.py) with open-loop Poisson arrivals
+# (fixed seed) to each, the mock caches reset before every run. The oracle
+# is loadgen itself sending each request straight to the replica of a
+# perfect prefix -> replica assignment with load balance. Then the
+# balancing overhead: wrk on a zero-work mock, A/B alternating, 1 worker.
+# Figures, not tests: 2 shared cores, expect noise.
 #
-# Closed loop (wrk, BENCH_CONNS connections), not open-loop arrivals: the
-# mock has no compute queue, so load does not change its TTFT and the
-# figures that matter here (cache hit rate, TTFT from prefill, spread) do
-# not depend on the arrival process.
+#   bash bench/balance.sh ROOT NGINX [LOADGEN]
+#
+# Environment: BENCH_PORT_BASE (20 ports, default 19100: replicas +0..+3,
+# nginx +10..+19), BENCH_MODULE, BENCH_DIR, BENCH_RATE (arrivals/s, 100),
+# BENCH_SEED (1), BENCH_SLO_MS (TTFT goal, 50), BENCH_SLO_COLD_MS (the
+# no-sharing trace, where every prompt is cold: 100), BENCH_PREFILL_US
+# (40: a cold 2048-token prefix costs ~82 ms), BENCH_CACHE_BLOCKS (2560
+# blocks of 16 tokens: 20 of the 64 group prefixes per replica),
+# BENCH_REQUESTS (per trace, 1024), BENCH_METHODS, BENCH_SCENARIOS,
+# BENCH_ROUNDS / BENCH_SECONDS (overhead, 3 x 5 s; BENCH_ROUNDS=0 skips).
 set -euo pipefail
 
 root=$1 nginx=$2
-base=${BENCH_PORT_BASE:-19600}          # replicas base..+3, nginx +10..+19
-module=${BENCH_MODULE:-$root/build/ngx_http_llm_module.so}
-dir=${BENCH_DIR:-$root/build/bench/balance}
-secs=${BENCH_SECONDS:-8} conns=${BENCH_CONNS:-16} slo=${BENCH_SLO_MS:-50}
-prefill_us=${BENCH_PREFILL_US:-40}      # 2048 uncached tokens: ~82 ms
-blocks=${BENCH_CACHE_BLOCKS:-2560}      # 20 of the 64 group prefixes
+loadgen=${3:-$root/build/bench/loadgen}
+. "$root/bench/lib.sh"
+bench_init balance "$root" "$nginx"
+dir=$BENCH_DIR
+[ -x "$loadgen" ] || bench_die "no load generator at $loadgen"
 
-methods="rr least_conn random2 least_tokens peak_ewma prefix prefix_e1 oracle"
-mkdir -p "$dir/conf" "$dir/logs"
-mock_pid= sampler_pid=
+base=${BENCH_PORT_BASE:-19100}
+rate=${BENCH_RATE:-100} seed=${BENCH_SEED:-1}
+slo=${BENCH_SLO_MS:-50} slo_cold=${BENCH_SLO_COLD_MS:-100}
+prefill_us=${BENCH_PREFILL_US:-40} blocks=${BENCH_CACHE_BLOCKS:-2560}
+requests=${BENCH_REQUESTS:-1024}
+rounds=${BENCH_ROUNDS:-3} secs=${BENCH_SECONDS:-5}
+methods=${BENCH_METHODS:-rr least_conn random2 least_tokens peak_ewma prefix prefix_e1 oracle}
+scenarios=${BENCH_SCENARIOS:-shared nosharing zipf slow 429}
+mock_opts=(--tokens 8 --itl-ms 5)
 
-cleanup() {
-    [ -n "$sampler_pid" ] && kill "$sampler_pid" 2>/dev/null || true
-    [ -f "$dir/logs/nginx.pid" ] \
-        && kill "$(cat "$dir/logs/nginx.pid")" 2>/dev/null || true
-    [ -n "$mock_pid" ] && kill "$mock_pid" 2>/dev/null || true
-}
-trap cleanup EXIT
+# the llm_balance methods need H1's directive in the module
+if ! grep -q '"llm_balance"' "$root/ngx_llm_module/"*.c 2>/dev/null; then
+    echo "balance: llm_balance is not in this tree: native methods only" >&2
+    methods=$(echo "$methods" | tr ' ' '\n' \
+              | grep -Ev '^(least_tokens|peak_ewma|prefix.*)$' | paste -sd' ')
+fi
 
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "bench: nothing listens on 127.0.0.1:$1" >&2
-    exit 1
-}
-
-# start_mock SCENARIO: normal | slow (replica 3 +150 ms) | 429 (replica 3)
-start_mock() {
-    if [ -n "$mock_pid" ]; then kill "$mock_pid"; wait "$mock_pid" 2>/dev/null || true; fi
-    local args=() extra
-    for r in 0 1 2 3; do
-        extra=
-        if [ "$r" = 3 ] && [ "$1" = slow ]; then extra=",ttft_ms=150"; fi
-        if [ "$r" = 3 ] && [ "$1" = 429 ]; then extra=",status=429,retry_after=2"; fi
-        args+=(--listen "127.0.0.1:$((base + r)),name=r$r,prefill_us=$prefill_us,cache_blocks=$blocks$extra")
-    done
-    "$root/mock/llm-mock" "${args[@]}" --tokens 4 --quiet &
-    mock_pid=$!
-    for r in 0 1 2 3; do wait_port $((base + r)); done
-}
-
-upstream() {    # upstream NAME DIRECTIVE
-    echo "    upstream $1 {"
-    [ -n "$2" ] && echo "        $2"
-    for r in 0 1 2 3; do echo "        server 127.0.0.1:$((base + r));"; done
-    echo "        keepalive 64;"
-    echo "    }"
-}
-
-write_conf() {
-    local i=10 m
-    {
-        echo "load_module $module;"
-        echo "worker_processes 1;"
-        echo "error_log logs/error.log warn;"
-        echo "pid logs/nginx.pid;"
-        echo "events { worker_connections 4096; }"
-        echo "http {"
-        echo "    access_log off;"
-        for t in client_body proxy fastcgi uwsgi scgi; do
-            echo "    ${t}_temp_path ${t}_temp;"
-        done
-        echo "    client_body_buffer_size 64k;"
-        upstream m_rr ""
-        upstream m_least_conn "least_conn;"
-        upstream m_random2 "random two least_conn;"
-        upstream m_least_tokens "llm_balance least_tokens;"
-        upstream m_peak_ewma "llm_balance peak_ewma seed=1;"
-        upstream m_prefix "llm_balance prefix;"
-        upstream m_prefix_e1 "llm_balance prefix epsilon=1;"
-        for r in 0 1 2 3; do
-            echo "    upstream r$r { server 127.0.0.1:$((base + r)); keepalive 16; }"
-        done
-        for m in $methods; do
-            local target="m_$m"
-            [ "$m" = oracle ] && target='r$http_x_replica'
-            cat <<EOC
-    server {
-        listen 127.0.0.1:$((base + i));
-        location /v1/ {
-            llm_gateway on;
-            proxy_pass http://$target;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-            proxy_next_upstream error timeout http_429 http_503 non_idempotent;
-        }
-    }
-EOC
-            i=$((i + 1))
-        done
-        # the overhead part: plain nginx, no gateway
-        cat <<EOC
-    server {
-        listen 127.0.0.1:$((base + 19));
-        location /v1/ {
-            proxy_pass http://m_rr;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-EOC
-    } > "$dir/conf/nginx.conf"
-}
+declare -A directive=(
+    [rr]="" [least_conn]="least_conn;" [random2]="random two least_conn;"
+    [least_tokens]="llm_balance least_tokens;"
+    [peak_ewma]="llm_balance peak_ewma seed=1;"
+    [prefix]="llm_balance prefix;" [prefix_e1]="llm_balance prefix epsilon=1;"
+)
 
 port_of() {
     local i=10 m
@@ -126,123 +60,233 @@ port_of() {
         i=$((i + 1))
     done
 }
+plain_port=$((base + 19))
 
-stats_sum() {   # sum of a /stats field over the replicas
-    local s=0 v
-    for r in 0 1 2 3; do
-        v=$(curl -s "127.0.0.1:$((base + r))/stats" \
-            | sed -n "s/.*\"$1\":\([0-9]*\).*/\1/p")
-        s=$((s + ${v:-0}))
-    done
-    echo $s
+upstream() {    # upstream NAME DIRECTIVE: the four replicas
+    local r
+    echo "    upstream $1 {"
+    [ -z "$2" ] || echo "        $2"
+    for r in 0 1 2 3; do echo "        server 127.0.0.1:$((base + r));"; done
+    echo "        keepalive 64;"
+    echo "    }"
 }
 
-# in flight per replica (running + waiting), every 100 ms, into a file
-sample() {
-    while :; do
-        for r in 0 1 2 3; do
-            curl -s "127.0.0.1:$((base + r))/stats" \
-                | sed -n 's/.*"requests_running":\([0-9]*\),"requests_waiting":\([0-9]*\).*/\1 \2/p' \
-                | awk -v r=$r '{print r, $1 + $2}'
+write_conf() {
+    local m
+    {
+        echo "    client_body_buffer_size 64k;"
+        for m in $methods; do
+            [ "$m" = oracle ] || upstream "m_$m" "${directive[$m]}"
         done
-        sleep 0.1
-    done >> "$1"
+        for m in $methods; do
+            [ "$m" = oracle ] && continue
+            cat <<EOC
+    server {
+        listen 127.0.0.1:$(port_of "$m");
+        location /v1/ {
+            llm_gateway on;
+            proxy_pass http://m_$m;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_next_upstream error timeout http_429 http_503 non_idempotent;
+        }
+    }
+EOC
+        done
+        # the overhead's A: plain nginx, round robin, no gateway
+        upstream m_plain ""
+        cat <<EOC
+    server {
+        listen 127.0.0.1:$plain_port;
+        location /v1/ {
+            proxy_pass http://m_plain;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }
+EOC
+    } | nginx_conf "$dir" 1
 }
 
-run_one() {     # run_one TRACE METHOD -> one table row
-    local trace=$1 m=$2 out res q h counts
-    for r in 0 1 2 3; do
-        curl -s -X POST "127.0.0.1:$((base + r))/mock/reset" >/dev/null
-    done
-    : > "$dir/inflight"
-    sample "$dir/inflight" & sampler_pid=$!
-    out=$(TRACE=$trace SLO_MS=$slo wrk -t1 -c"$conns" -d"${secs}s" \
-          -s "$root/bench/balance.lua" "http://127.0.0.1:$(port_of "$m")/")
-    kill "$sampler_pid"; wait "$sampler_pid" 2>/dev/null || true
-    sampler_pid=
-    res=$(echo "$out" | awk '/^RESULT/ {print $2, $3, $4, $5, $6, $7}')
-    q=$(stats_sum prefix_cache_queries_total)
-    h=$(stats_sum prefix_cache_hits_total)
-    counts=$(for r in 0 1 2 3; do
-        curl -s "127.0.0.1:$((base + r))/stats" \
-            | sed -n 's/.*"requests_total":\([0-9]*\).*/\1/p'; done | paste -sd/)
-    awk -v m="$m" -v q="$q" -v h="$h" -v c="$counts" -v res="$res" '
-    { n[$1]++; s[$1] += $2; if ($2 > mx[$1]) mx[$1] = $2; tot += $2; cnt++ }
-    END {
-        split(res, r, " ")
-        max = 0
-        for (k in mx) if (mx[k] > max) max = mx[k]
-        mean = cnt ? tot / cnt : 0
-        printf "  %-12s %6d %4d %8.3f %8.1f %8.1f %9.1f %8.1f %6d %6.2f  %s\n",
-            m, r[1], r[2], q ? h / q : 0, r[3], r[4], r[5], r[6], max, mean, c
-    }' "$dir/inflight"
-}
-
-header() {
-    printf '  %-12s %6s %4s %8s %8s %8s %9s %8s %6s %6s  %s\n' method \
-        reqs errs hitrate p50_ms p90_ms "goodput" "req/s" maxinf meaninf \
-        "requests per replica"
-}
-
+# a fresh nginx: no cool-down, EWMA or counts carried from the last
+# scenario (a reload would keep the balancers' shared memory)
 restart_nginx() {
-    local pid
-    if [ -f "$dir/logs/nginx.pid" ]; then
-        pid=$(cat "$dir/logs/nginx.pid")
-        kill -QUIT "$pid" 2>/dev/null || true
-        while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-    fi
-    "$nginx" -p "$dir" -c conf/nginx.conf
-    wait_port "$(port_of prefix)"
+    local m ports=()
+    nginx_stop "$dir"
+    for m in $methods; do
+        [ "$m" = oracle ] || ports+=("$(port_of "$m")")
+    done
+    nginx_start "$dir" "${ports[@]}" "$plain_port"
 }
+
+start_replicas() {  # start_replicas SCENARIO
+    local args
+    mapfile -t args < <(python3 "$root/bench/traces/gen.py" mock-args "$1" \
+        --base-port "$base" --prefill-us "$prefill_us" --cache-blocks "$blocks")
+    mock_start "${args[@]}" "${mock_opts[@]}"
+}
+
+reset_replicas() {
+    local r
+    for r in 0 1 2 3; do
+        curl -sf -m 5 -X POST "http://127.0.0.1:$((base + r))/mock/reset" \
+            > /dev/null || bench_die "replica $r does not reset"
+    done
+}
+
+# run_one TRACE METHOD SLO: loadgen's RESULT line into results/
+run_one() {
+    local trace=$1 m=$2 slo_ms=$3 targets=() r
+    if [ "$m" = oracle ]; then
+        for r in 0 1 2 3; do targets+=(--target "127.0.0.1:$((base + r))"); done
+        targets+=(--oracle)
+    else
+        targets=(--target "127.0.0.1:$(port_of "$m")")
+    fi
+    reset_replicas
+    "$loadgen" "${targets[@]}" --trace "$dir/traces/$trace" --rate "$rate" \
+        --seed "$seed" --slo-ms "$slo_ms" --timeout-ms 10000 --quiet \
+        | grep '^RESULT' | sed 's/^RESULT //'
+}
+
+field() {   # field FILE NAME
+    tr ' ' '\n' < "$1" | sed -n "s/^$2=//p"
+}
+
+row() {     # row METHOD FILE
+    local f=$2
+    printf '  %-12s %5s %5s %7s %8s %8s %8s %6s %6s  %s\n' "$1" \
+        "$(field "$f" requests)" "$(field "$f" errors)" \
+        "$(field "$f" hit_rate)" "$(field "$f" ttft_p50_ms)" \
+        "$(field "$f" ttft_p90_ms)" "$(field "$f" goodput)" \
+        "$(field "$f" max_inflight)" "$(field "$f" mean_inflight)" \
+        "$(field "$f" instances)"
+}
+
+# -- traces ------------------------------------------------------------------
+
+mkdir -p "$dir/traces" "$dir/results"
+rm -f "$dir"/results/*
+gen() { python3 "$root/bench/traces/gen.py" trace "$@"; }
+gen shared --requests "$requests" > "$dir/traces/shared"
+gen nosharing --requests "$requests" > "$dir/traces/nosharing"
+gen zipf --requests "$requests" > "$dir/traces/zipf"
 
 write_conf
-"$nginx" -t -q -p "$dir" -c conf/nginx.conf
-start_mock normal
+"$nginx" -t -q -p "$dir" -c conf/nginx.conf \
+    || bench_die "nginx -t failed on $dir/conf/nginx.conf"
 
-echo "bench-balance: 4 mock replicas (prefill ${prefill_us} us/uncached token," \
-     "$blocks cache blocks of 16 tokens each), wrk 1 thread, $conns" \
-     "connections, ${secs}s a run, goodput = req/s with latency <= ${slo} ms"
+echo "bench-balance: 4 mock replicas (prefill $prefill_us us per uncached" \
+     "token, $blocks cache blocks of 16 tokens, 8 tokens at 5 ms), nginx 1" \
+     "worker, loadgen open loop: Poisson $rate/s, seed $seed, $requests" \
+     "requests a trace; goodput = req/s without error and TTFT <= $slo ms" \
+     "($slo_cold ms on nosharing); in flight per replica from the client"
 
-for scenario in shared nosharing zipf slow 429; do
+for scenario in $scenarios; do
+    trace=$scenario slo_ms=$slo mock=normal
     case $scenario in
-        slow) start_mock slow; trace=shared
-              echo "trace shared, replica r3 150 ms slower:" ;;
-        429)  start_mock 429; trace=shared
-              echo "trace shared, replica r3 answers 429 Retry-After: 2" \
-                   "(proxy_next_upstream http_429):" ;;
-        *)    trace=$scenario; echo "trace $scenario:" ;;
+        shared|zipf) ;;
+        nosharing) slo_ms=$slo_cold ;;
+        slow) trace=shared mock=slow ;;
+        429)  trace=shared mock=429 ;;
+        *) bench_die "unknown scenario $scenario" ;;
     esac
-    # a fresh nginx per scenario: no cool-down or EWMA carried over (a
-    # reload would keep the balancers' shared memory)
+    start_replicas "$mock"
     restart_nginx
-    header
+    case $scenario in
+        slow) echo "trace shared, replica r3 150 ms slower to first token, 3x ITL:" ;;
+        429)  echo "trace shared, replica r3 answers 429 Retry-After: 2" \
+                   "(proxy_next_upstream http_429; the oracle has no failover):" ;;
+        *)    echo "trace $scenario:" ;;
+    esac
+    printf '  %-12s %5s %5s %7s %8s %8s %8s %6s %6s  %s\n' method reqs errs \
+        hitrate p50_ms p90_ms goodput maxinf meaninf "requests per replica"
     for m in $methods; do
-        run_one "$trace" "$m" | tee -a "$dir/table.$scenario"
+        run_one "$trace" "$m" "$slo_ms" > "$dir/results/$scenario.$m"
+        row "$m" "$dir/results/$scenario.$m"
     done
 done
 
-# balancing overhead: zero-work mock (no prefill, no cache), small body,
-# plain proxy_pass (A), gateway round robin (B), gateway llm_balance (C)
-start_mock normal
-printf '%s' '{"model":"mock","max_tokens":4,"messages":[{"role":"user","content":"Write a haiku about NGINX."}]}' > "$dir/small.json"
-rps() {
-    WRK_BODY="$dir/small.json" wrk -t1 -c32 -d5s -s "$root/bench/post.lua" \
-        -H "x-mock-ttft-ms: 0" "http://127.0.0.1:$1/v1/chat/completions" \
-        | awk '/Requests\/sec/ {print $2}'
+# -- the goals of issue 5 ------------------------------------------------------
+
+val() {     # val SCENARIO METHOD FIELD ("" when not measured)
+    [ -s "$dir/results/$1.$2" ] && field "$dir/results/$1.$2" "$3" || true
 }
-echo "overhead, zero-work mock, 3 rounds x 5 s alternating, 32 connections:"
-a=0 b=0 c=0 d=0
-for i in 1 2 3; do
-    ra=$(rps $((base + 19))); rb=$(rps "$(port_of rr)")
-    rc=$(rps "$(port_of least_tokens)"); rd=$(rps "$(port_of prefix)")
-    printf '  round %d: plain %8.0f | gateway rr %8.0f | least_tokens %8.0f | prefix %8.0f req/s\n' \
-        "$i" "$ra" "$rb" "$rc" "$rd"
-    a=$(awk -v x=$a -v y=$ra 'BEGIN {print x + y}')
-    b=$(awk -v x=$b -v y=$rb 'BEGIN {print x + y}')
-    c=$(awk -v x=$c -v y=$rc 'BEGIN {print x + y}')
-    d=$(awk -v x=$d -v y=$rd 'BEGIN {print x + y}')
+
+goal() {    # goal LABEL VALUE GOAL_TEXT OK(0/1)
+    case $2 in
+        n/a*) printf '  %-58s %s\n' "$1" "n/a (reference method not run)" ;;
+        *) printf '  %-58s %-14s %s\n' "$1" "$2" \
+               "$3 $( [ "$4" = 1 ] && echo met || echo 'NOT met')" ;;
+    esac
+}
+
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b; else print "n/a" }'; }
+ge() { awk -v a="$1" -v b="$2" 'BEGIN { print (a != "n/a" && a >= b) ? 1 : 0 }'; }
+
+echo "goals (issue 5):"
+for m in $methods; do
+    case $m in prefix*) ;; *) continue ;; esac
+    if [ -n "$(val shared "$m" hit_rate)" ]; then
+        x=$(ratio "$(val shared "$m" hit_rate)" "$(val shared rr hit_rate)")
+        goal "$m: shared hit rate / round robin" "${x}x" ">= 3.5x:" "$(ge "$x" 3.5)"
+        x=$(ratio "$(val shared "$m" hit_rate)" "$(val shared oracle hit_rate)")
+        goal "$m: shared hit rate / oracle" "$x" ">= 0.90:" "$(ge "$x" 0.9)"
+        x=$(ratio "$(val shared "$m" goodput)" "$(val shared least_conn goodput)")
+        goal "$m: shared goodput / least_conn" "${x}x" ">= 1.5x:" "$(ge "$x" 1.5)"
+    fi
+    if [ -n "$(val nosharing "$m" goodput)" ]; then
+        x=$(ratio "$(val nosharing "$m" goodput)" "$(val nosharing least_conn goodput)")
+        goal "$m: no-sharing goodput / least_conn" "$x" "within 5 %:" \
+            "$(awk -v x="$x" 'BEGIN { print (x >= 0.95 && x <= 1.05) ? 1 : 0 }')"
+    fi
+    if [ -n "$(val zipf "$m" max_inflight)" ]; then
+        mx=$(val zipf "$m" max_inflight) mean=$(val zipf "$m" mean_inflight)
+        lim=$(awk -v m="$mean" 'BEGIN { x = 1.25 * m; c = int(x); if (c < x) c++; print c + 1 }')
+        goal "$m: zipf max in flight (least_conn: $(val zipf least_conn max_inflight))" \
+            "$mx <= $lim" "ceil(1.25 x $mean) + 1:" \
+            "$( [ "$mx" -le "$lim" ] && echo 1 || echo 0)"
+    fi
 done
-awk -v a=$a -v b=$b -v c=$c -v d=$d 'BEGIN {
-    printf "  least_tokens / gateway rr %.3f, prefix / gateway rr %.3f;" \
-           " least_tokens / plain %.3f, prefix / plain %.3f\n",
-           c / b, d / b, c / a, d / a }'
+if ls "$dir"/results/429.* > /dev/null 2>&1; then
+    for m in $methods; do
+        [ "$m" = oracle ] && continue
+        e=$(val 429 "$m" errors)
+        goal "$m: client errors on the 429 trace" "$e" "0:" \
+            "$( [ "$e" = 0 ] && echo 1 || echo 0)"
+    done
+fi
+
+# -- balancing overhead on a zero-work mock -------------------------------------
+
+[ "$rounds" -gt 0 ] || exit 0
+mock_start $(for r in 0 1 2 3; do echo --listen "127.0.0.1:$((base + r)),name=r$r"; done) \
+    --tokens 4
+restart_nginx
+printf '%s' '{"model":"mock","max_tokens":4,"messages":[{"role":"user","content":"Write a haiku about NGINX."}]}' \
+    > "$dir/small.json"
+specs=("plain=wrk_post $plain_port $dir/small.json $secs 32 | cut -d' ' -f1")
+for m in rr least_tokens peak_ewma prefix; do
+    p=$(port_of "$m")
+    [ -n "$p" ] && specs+=("$m=wrk_post $p $dir/small.json $secs 32 | cut -d' ' -f1")
+done
+echo "overhead, zero-work mock, non-streaming, wrk 32 connections, 1 nginx" \
+     "worker, $rounds rounds x ${secs}s alternating (plain = proxy_pass" \
+     "round robin without the gateway; the others with llm_gateway on):"
+ab_rounds "$rounds" "${specs[@]}"
+line="  mean / plain:"
+for s in "${specs[@]}"; do
+    m=${s%%=*}
+    [ "$m" = plain ] && continue
+    line+=$(printf ' %s %.3f' "$m" "$(ratio "${AB_MEAN[$m]}" "${AB_MEAN[plain]}")")
+done
+echo "$line"
+if [ -n "${AB_MEAN[rr]:-}" ]; then
+    line="  mean / gateway rr:"
+    for s in "${specs[@]}"; do
+        m=${s%%=*}
+        case $m in plain|rr) continue ;; esac
+        line+=$(printf ' %s %.3f' "$m" "$(ratio "${AB_MEAN[$m]}" "${AB_MEAN[rr]}")")
+    done
+    echo "$line (goal: llm_balance >= 0.97 of plain proxy_pass)"
+fi

@@ -8,40 +8,19 @@
 set -euo pipefail
 
 root=$1 nginx=$2
+. "$root/bench/lib.sh"
 # BENCH_PORT_BASE: 4 ports from it (default 18094); BENCH_MODULE: the .so
+bench_init cache "$root" "$nginx"
 port=${BENCH_PORT_BASE:-18094}
-module=${BENCH_MODULE:-$root/build/ngx_http_llm_module.so}
-dir=${BENCH_DIR:-$root/build/bench/cache}
+dir=$BENCH_DIR
 mock_port=$port plain_port=$((port + 1)) llm_port=$((port + 2))
 small_port=$((port + 3))
 rounds=${BENCH_ROUNDS:-3} secs=${BENCH_SECONDS:-5} conns=${BENCH_CONNS:-32}
 
-mkdir -p "$dir/conf" "$dir/logs"
-pids=()
-cleanup() {
-    [ -f "$dir/logs/nginx.pid" ] \
-        && kill "$(cat "$dir/logs/nginx.pid")" 2>/dev/null || true
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
+mock_start --listen "127.0.0.1:$mock_port,name=bench" \
+    --ttft-ms 0 --itl-ms 0 --tokens 16
 
-"$root/mock/llm-mock" --listen "127.0.0.1:$mock_port,name=bench" \
-    --ttft-ms 0 --itl-ms 0 --tokens 16 --quiet &
-pids+=($!)
-
-cat > "$dir/conf/nginx.conf" <<EOC
-load_module $module;
-worker_processes 1;
-error_log logs/error.log warn;
-pid logs/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path client_body_temp;
-    proxy_temp_path proxy_temp;
-    fastcgi_temp_path fastcgi_temp;
-    uwsgi_temp_path uwsgi_temp;
-    scgi_temp_path scgi_temp;
+nginx_conf "$dir" 1 <<EOC
     upstream mock { server 127.0.0.1:$mock_port; keepalive 64; }
     llm_cache_zone bench:64m;
     llm_cache_zone small:1m;
@@ -74,12 +53,8 @@ http {
             proxy_set_header Connection "";
         }
     }
-}
 EOC
-"$nginx" -p "$dir" -c conf/nginx.conf
-for _ in $(seq 100); do
-    (exec 3<>/dev/tcp/127.0.0.1/$llm_port) 2>/dev/null && break; sleep 0.1
-done
+nginx_start "$dir" "$plain_port" "$llm_port" "$small_port"
 
 printf '%s' '{"model":"mock","temperature":0,"max_tokens":16,"messages":[{"role":"system","content":"You are a helpful assistant."},{"role":"user","content":"Write a haiku about NGINX."}]}' > "$dir/small.json"
 printf '%s' '{"model":"mock","temperature":0,"stream":true,"max_tokens":16,"messages":[{"role":"user","content":"Write a haiku about NGINX."}]}' > "$dir/stream.json"
@@ -94,33 +69,17 @@ status=$(curl -s -o /dev/null -D - -H "Content-Type: application/json" \
     -H "Authorization: Bearer sk-bench" --data-binary "@$dir/small.json" \
     "http://127.0.0.1:$llm_port/v1/chat/completions" \
     | awk -F': ' 'tolower($1) == "x-cache-status" {print $2}' | tr -d '\r')
-[ "$status" = HIT ] || { echo "bench: the warm entry does not hit" >&2; exit 1; }
-
-run() {
-    local out
-    out=$(WRK_BODY=$2 wrk -t1 -c"$conns" -d"${secs}s" \
-          -s "$root/bench/post.lua" "http://127.0.0.1:$1/v1/chat/completions")
-    if echo "$out" | grep -q "Non-2xx"; then
-        echo "bench: non-2xx answers on port $1" >&2
-    fi
-    echo "$out" | awk '/Requests\/sec/ {print $2}'
-}
+[ "$status" = HIT ] || bench_die "the warm entry does not hit"
 
 echo "bench-cache: plain proxy_pass to the mock (A) vs a cache hit (B)," \
      "$rounds rounds x ${secs}s alternating, $conns connections, 1 worker"
 for kind in small stream; do
-    sa=0 sb=0
-    for r in $(seq "$rounds"); do
-        a=$(run "$plain_port" "$dir/$kind.json")
-        b=$(run "$llm_port" "$dir/$kind.json")
-        sa=$(awk -v x="$sa" -v y="$a" 'BEGIN {print x + y}')
-        sb=$(awk -v x="$sb" -v y="$b" 'BEGIN {print x + y}')
-        printf '  %-6s round %d: A %9.0f req/s  B %9.0f req/s\n' \
-            "$kind" "$r" "$a" "$b"
-    done
-    awk -v k="$kind" -v a="$sa" -v b="$sb" -v n="$rounds" 'BEGIN {
+    AB_LABEL=$(printf '%-6s' "$kind") ab_rounds "$rounds" \
+        "A=wrk_post $plain_port $dir/$kind.json $secs $conns | cut -d' ' -f1" \
+        "B=wrk_post $llm_port $dir/$kind.json $secs $conns | cut -d' ' -f1"
+    awk -v k="$kind" -v a="${AB_MEAN[A]}" -v b="${AB_MEAN[B]}" 'BEGIN {
         printf "  %-6s mean:    A %9.0f req/s  B %9.0f req/s  B/A %.2fx\n",
-               k, a / n, b / n, b / a }'
+               k, a, b, b / a }'
 done
 
 # 2. and 3. with keepalive connections from python3

@@ -13,13 +13,12 @@
 set -euo pipefail
 
 root=$1 nginx=$2
+. "$root/bench/lib.sh"
 
 # BENCH_PORT_BASE: 8 ports from it (default 18950); BENCH_REDIS_PORT
 # (default 18979); BENCH_MODULE: the .so; BENCH_DIR: configs and logs
 port=${BENCH_PORT_BASE:-18950}
 redis_port=${BENCH_REDIS_PORT:-18979}
-module=${BENCH_MODULE:-$root/build/ngx_http_llm_module.so}
-dir=${BENCH_DIR:-$root/build/bench/limit}
 
 # BENCH_SECONDS: measurement window of a. and b. (default 60);
 # BENCH_AB_SECONDS x BENCH_ROUNDS: c.; BENCH_RPM: a.'s limit (default:
@@ -37,58 +36,22 @@ for bin in wrk curl python3 redis-server; do
         || { echo "bench-limit: $bin is missing (make deps-bench)" >&2; exit 1; }
 done
 
-rm -rf "$dir"
-mkdir -p "$dir"
-pids=()
-instances=()
-
-cleanup() {
-    local i
-    for i in "${instances[@]}"; do
-        [ -f "$dir/$i/logs/nginx.pid" ] \
-            && kill "$(cat "$dir/$i/logs/nginx.pid")" 2>/dev/null || true
-    done
-    for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-}
-trap cleanup EXIT
-
-wait_port() {
-    for _ in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        sleep 0.1
-    done
-    echo "bench-limit: nothing listens on port $1" >&2
-    exit 1
-}
+bench_init limit "$root" "$nginx"
+dir=$BENCH_DIR
+rm -rf "${dir:?}"/*
+redis_pid=
+bench_on_exit '[ -z "$redis_pid" ] || kill "$redis_pid" 2>/dev/null'
 
 # start_nginx NAME HTTP PORT...: runs $dir/NAME/conf/nginx.conf, 2
 # workers, HTTP in its http{}, and waits for its PORTs
 start_nginx() {
     local name=$1 http=$2
     shift 2
-    mkdir -p "$dir/$name/conf" "$dir/$name/logs"
     {
-        cat <<EOC
-load_module $module;
-worker_processes 2;
-error_log logs/error.log notice;
-pid logs/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path client_body_temp;
-    proxy_temp_path proxy_temp;
-    fastcgi_temp_path fastcgi_temp;
-    uwsgi_temp_path uwsgi_temp;
-    scgi_temp_path scgi_temp;
-    upstream mock { server 127.0.0.1:$mock_port; keepalive 64; }
-EOC
+        echo "    upstream mock { server 127.0.0.1:$mock_port; keepalive 64; }"
         echo "$http"
-        echo "}"
-    } > "$dir/$name/conf/nginx.conf"
-    "$nginx" -p "$dir/$name" -c conf/nginx.conf
-    instances+=("$name")
-    for p in "$@"; do wait_port "$p"; done
+    } | nginx_conf "$dir/$name" 2
+    nginx_start "$dir/$name" "$@"
 }
 
 # a server{} on PORT whose /v1/ location holds the gateway and the
@@ -118,16 +81,10 @@ admitted() {
         | grep -o '"requests_total":[0-9]*' | cut -d: -f2
 }
 
-# wrk_run PORT SECONDS: prints "requests non2xx req/s"
+# wrk_run PORT SECONDS: prints "req/s p99_ms requests non2xx" (429s
+# expected: not reported)
 wrk_run() {
-    local out
-    out=$(WRK_BODY=$dir/chat.json wrk -t2 -c"$conns" -d"$2s" \
-          -s "$root/bench/post.lua" "http://127.0.0.1:$1/v1/chat/completions")
-    echo "$out" | awk '
-        /requests in/        { n = $1 }
-        /Non-2xx/            { bad = $NF }
-        /Requests\/sec/      { rps = $2 }
-        END                  { printf "%d %d %s\n", n, bad, rps }'
+    WRK_QUIET=1 wrk_post "$1" "$dir/chat.json" "$2" "$conns" 2
 }
 
 # the requests an nginx has received (stub_status), from its PORTs
@@ -184,10 +141,8 @@ overload() {
 printf '%s' '{"model":"mock","max_tokens":16,"messages":[{"role":"user","content":"Write a haiku about NGINX."}]}' \
     > "$dir/chat.json"
 
-"$root/mock/llm-mock" --listen "127.0.0.1:$mock_port,name=bench" \
-    --ttft-ms 0 --itl-ms 0 --tokens 16 --quiet &
-pids+=($!)
-wait_port "$mock_port"
+mock_start --listen "127.0.0.1:$mock_port,name=bench" \
+    --ttft-ms 0 --itl-ms 0 --tokens 16
 
 # calibration: how fast are requests answered when nearly all are rejected
 
@@ -196,8 +151,8 @@ start_nginx probe "$(
     server "$probe_port" "llm_limit zone=probe key=\$http_authorization rpm=1;"
 )" "$probe_port"
 
-read -r _ _ probe_rps < <(wrk_run "$probe_port" 3)
-kill "$(cat "$dir/probe/logs/nginx.pid")"
+read -r probe_rps _ < <(wrk_run "$probe_port" 3)
+nginx_stop "$dir/probe"
 
 # admitted requests cost more than rejected ones: aim at 16x
 rpm=${BENCH_RPM:-$(awk -v r="$probe_rps" 'BEGIN {
@@ -216,14 +171,14 @@ start_nginx acc "$(
 echo "a. admitted rate at overload, one node, ${secs} s window after the" \
      "burst drained:"
 overload "$secs" "$rpm" "one node" "$acc_port"
-kill "$(cat "$dir/acc/logs/nginx.pid")"
+nginx_stop "$dir/acc"
 
 # b. two nodes, one redis-server, one global limit, half the load each
 
 redis-server --port "$redis_port" --bind 127.0.0.1 --save '' \
     --appendonly no --daemonize no --dir "$dir" --loglevel warning \
     > "$dir/redis.log" 2>&1 &
-pids+=($!)
+redis_pid=$!
 wait_port "$redis_port"
 
 for n in 1 2; do
@@ -252,19 +207,13 @@ start_nginx ab "$(
 
 echo "c. throughput, gateway without (A) and with (B) llm_limit rpm= tpm=," \
      "$rounds rounds x ${ab_secs} s alternating:"
-sa=0 sb=0
-for r in $(seq "$rounds"); do
-    read -r _ bad_a a < <(wrk_run "$a_port" "$ab_secs")
-    read -r _ bad_b b < <(wrk_run "$b_port" "$ab_secs")
-    [ "$bad_a$bad_b" = 00 ] \
-        || echo "  round $r: non-2xx answers: A $bad_a, B $bad_b" >&2
-    sa=$(awk -v x="$sa" -v y="$a" 'BEGIN {print x + y}')
-    sb=$(awk -v x="$sb" -v y="$b" 'BEGIN {print x + y}')
-    printf '  round %d: A %9.0f req/s  B %9.0f req/s\n' "$r" "$a" "$b"
-done
-awk -v a="$sa" -v b="$sb" -v n="$rounds" 'BEGIN {
+# wrk_post warns of non-2xx answers itself
+ab_rounds "$rounds" \
+    "A=wrk_post $a_port $dir/chat.json $ab_secs $conns 2 | cut -d' ' -f1" \
+    "B=wrk_post $b_port $dir/chat.json $ab_secs $conns 2 | cut -d' ' -f1"
+awk -v a="${AB_MEAN[A]}" -v b="${AB_MEAN[B]}" 'BEGIN {
     printf "  mean:    A %9.0f req/s  B %9.0f req/s  cost %.1f %%\n",
-           a / n, b / n, (a - b) / a * 100 }'
+           a, b, (a - b) / a * 100 }'
 
 # d. keys per MB: rpm=1 keeps every key's bucket busy (never idle), so
 #    keys leave a full zone only by eviction of the oldest. Newest first,
