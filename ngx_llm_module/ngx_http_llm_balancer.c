@@ -1318,14 +1318,8 @@ ngx_http_llm_balancer_variable(ngx_http_request_t *r,
 
 /* metrics families, appended to llm_metrics by ngx_http_llm_metrics.c */
 
-typedef struct {
-    const char                     *name;
-    const char                     *type;
-    const char                     *help;
-} ngx_http_llm_balancer_family_t;
 
-
-static ngx_http_llm_balancer_family_t  ngx_http_llm_balancer_families[] = {
+static ngx_http_llm_metrics_family_t  ngx_http_llm_balancer_families[] = {
     { "llm_balancer_picks_total", "counter",
       "Times llm_balance chose the server." },
     { "llm_balancer_cooldowns_total", "counter",
@@ -1352,14 +1346,13 @@ ngx_http_llm_balancer_metrics(ngx_http_request_t *r, ngx_chain_t **ll,
     uint64_t                         wall, v;
     ngx_buf_t                       *b;
     ngx_uint_t                       f, i, u, up;
-    ngx_chain_t                     *cl;
     ngx_http_upstream_rr_peer_t     *peer;
     ngx_http_upstream_rr_peers_t    *peers;
     ngx_http_llm_balancer_conf_t    *bcf;
     ngx_http_llm_balancer_node_t     node;
     ngx_http_upstream_srv_conf_t   **uscfp;
     ngx_http_upstream_main_conf_t   *umcf;
-    ngx_http_llm_balancer_family_t  *fam;
+    ngx_http_llm_metrics_family_t  *fam;
 
     umcf = ngx_http_get_module_main_conf(r, ngx_http_upstream_module);
     uscfp = umcf->upstreams.elts;
@@ -1384,7 +1377,7 @@ ngx_http_llm_balancer_metrics(ngx_http_request_t *r, ngx_chain_t **ll,
     }
 
     for (f = 0; f < sizeof(ngx_http_llm_balancer_families)
-                    / sizeof(ngx_http_llm_balancer_family_t); f++)
+                    / sizeof(ngx_http_llm_metrics_family_t); f++)
     {
         fam = &ngx_http_llm_balancer_families[f];
         size = 512;
@@ -1411,8 +1404,7 @@ ngx_http_llm_balancer_metrics(ngx_http_request_t *r, ngx_chain_t **ll,
             return NULL;
         }
 
-        p = ngx_sprintf(b->last, "# HELP %s %s\n# TYPE %s %s\n",
-                        fam->name, fam->help, fam->name, fam->type);
+        p = ngx_http_llm_metrics_family(b->last, fam);
 
         for (u = 0; u < umcf->upstreams.nelts; u++) {
             if (uscfp[u]->srv_conf == NULL) {
@@ -1486,16 +1478,11 @@ ngx_http_llm_balancer_metrics(ngx_http_request_t *r, ngx_chain_t **ll,
         }
 
         b->last = p;
-        *len += b->last - b->pos;
 
-        cl = ngx_alloc_chain_link(r->pool);
-        if (cl == NULL) {
+        ll = ngx_http_llm_metrics_append(r, ll, b, len);
+        if (ll == NULL) {
             return NULL;
         }
-
-        cl->buf = b;
-        *ll = cl;
-        ll = &cl->next;
     }
 
     return ll;

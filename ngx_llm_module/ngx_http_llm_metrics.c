@@ -72,13 +72,6 @@ struct ngx_http_llm_metrics_zone_s {
 };
 
 
-typedef struct {
-    const char                 *name;
-    const char                 *type;
-    const char                 *help;
-} ngx_http_llm_metrics_family_t;
-
-
 static ngx_int_t ngx_http_llm_metrics_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_http_llm_metrics_slot_t *ngx_http_llm_metrics_slot(
@@ -89,8 +82,6 @@ static ngx_uint_t ngx_http_llm_metrics_class(ngx_uint_t status);
 static ngx_uint_t ngx_http_llm_metrics_cache_status(ngx_http_request_t *r,
     ngx_http_llm_metrics_conf_t *mcf);
 static ngx_int_t ngx_http_llm_metrics_handler(ngx_http_request_t *r);
-static u_char *ngx_http_llm_metrics_family(u_char *p,
-    ngx_http_llm_metrics_family_t *f);
 static u_char *ngx_http_llm_metrics_hist(u_char *p, const char *name,
     ngx_http_llm_metrics_slot_t *slot, ngx_http_llm_metrics_hist_t *h);
 static ngx_int_t ngx_http_llm_status_handler(ngx_http_request_t *r);
@@ -760,7 +751,7 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
     ngx_buf_t                     *b;
     ngx_str_t                      type;
     ngx_uint_t                     f, i, j, k, nslots, used;
-    ngx_chain_t                   *out, **ll, *cl;
+    ngx_chain_t                   *out, **ll;
     ngx_atomic_uint_t              n;
     ngx_http_llm_main_conf_t      *lmcf;
     ngx_http_llm_metrics_slot_t   *slot;
@@ -907,16 +898,11 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
         }
 
         b->last = p;
-        len += b->last - b->pos;
 
-        cl = ngx_alloc_chain_link(r->pool);
-        if (cl == NULL) {
+        ll = ngx_http_llm_metrics_append(r, ll, b, &len);
+        if (ll == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
-
-        cl->buf = b;
-        *ll = cl;
-        ll = &cl->next;
     }
 
     ll = ngx_http_llm_balancer_metrics(r, ll, &len);    /* llm_balance */
@@ -937,11 +923,30 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
 }
 
 
-static u_char *
+u_char *
 ngx_http_llm_metrics_family(u_char *p, ngx_http_llm_metrics_family_t *f)
 {
     return ngx_sprintf(p, "# HELP %s %s\n# TYPE %s %s\n",
                        f->name, f->help, f->name, f->type);
+}
+
+
+ngx_chain_t **
+ngx_http_llm_metrics_append(ngx_http_request_t *r, ngx_chain_t **ll,
+    ngx_buf_t *b, off_t *len)
+{
+    ngx_chain_t  *cl;
+
+    cl = ngx_alloc_chain_link(r->pool);
+    if (cl == NULL) {
+        return NULL;
+    }
+
+    cl->buf = b;
+    *ll = cl;
+    *len += b->last - b->pos;
+
+    return &cl->next;
 }
 
 

@@ -42,6 +42,22 @@ char *ngx_http_llm_metrics_init_conf(ngx_conf_t *cf,
 /* log phase: one request's figures */
 void ngx_http_llm_metrics_account(ngx_http_request_t *r);
 
+/* a metric family of the exposition, for every part that adds some */
+typedef struct {
+    const char                 *name;
+    const char                 *type;
+    const char                 *help;
+} ngx_http_llm_metrics_family_t;
+
+/* "# HELP" and "# TYPE" lines of f */
+u_char *ngx_http_llm_metrics_family(u_char *p,
+    ngx_http_llm_metrics_family_t *f);
+
+/* b, filled, at *ll of the exposition; its length added to *len;
+ * returns the next link to fill, NULL on error */
+ngx_chain_t **ngx_http_llm_metrics_append(ngx_http_request_t *r,
+    ngx_chain_t **ll, ngx_buf_t *b, off_t *len);
+
 /* the status page (ngx_http_llm_status.c) */
 extern const u_char  ngx_http_llm_status_page[];
 extern const size_t  ngx_http_llm_status_page_len;

@@ -1052,14 +1052,26 @@ ngx_http_llm_sidecar_record(ngx_http_request_t *r)
  * records differ in length; the alert rules use the byte ratio.
  */
 
+static ngx_http_llm_metrics_family_t  ngx_http_llm_spool_families[] = {
+    { "llm_usage_spool_records", "gauge",
+      "Usage records waiting in the spool for the sidecar." },
+    { "llm_usage_spool_bytes", "gauge", "Bytes of the spool in use." },
+    { "llm_usage_spool_capacity_bytes", "gauge", "Size of the spool ring." },
+    { "llm_usage_spool_dropped_total", "counter",
+      "Usage records dropped because the spool was full." },
+    { "llm_usage_delivered_records_total", "counter",
+      "Usage records the sidecar acknowledged." }
+};
+
+
 ngx_chain_t **
 ngx_http_llm_sidecar_metrics(ngx_http_request_t *r, ngx_chain_t **ll,
     off_t *len)
 {
     u_char                       *p;
-    uint64_t                      records, bytes, dropped, delivered;
+    uint64_t                      v[5];
     ngx_buf_t                    *b;
-    ngx_chain_t                  *cl;
+    ngx_uint_t                    f, n;
     ngx_http_llm_spool_t         *spool;
     ngx_http_llm_main_conf_t     *lmcf;
     ngx_http_llm_spool_shctx_t   *sh;
@@ -1081,58 +1093,35 @@ ngx_http_llm_sidecar_metrics(ngx_http_request_t *r, ngx_chain_t **ll,
 
     ngx_shmtx_lock(&spool->shpool->mutex);
 
-    records = sh->records;
-    bytes = sh->head - sh->tail;
-    dropped = sh->dropped;
-    delivered = sh->delivered;
+    v[0] = sh->records;
+    v[1] = sh->head - sh->tail;
+    v[2] = sh->size;
+    v[3] = sh->dropped;
+    v[4] = sh->delivered;
 
     ngx_shmtx_unlock(&spool->shpool->mutex);
 
-    b = ngx_create_temp_buf(r->pool, 1536 + 5 * (scf->spool->shm.name.len
-                                                  + NGX_INT64_LEN));
+    n = sizeof(ngx_http_llm_spool_families)
+        / sizeof(ngx_http_llm_metrics_family_t);
+
+    b = ngx_create_temp_buf(r->pool, n * (256 + scf->spool->shm.name.len
+                                          + NGX_INT64_LEN));
     if (b == NULL) {
         return NULL;
     }
 
     p = b->last;
 
-    p = ngx_sprintf(p,
-            "# HELP llm_usage_spool_records Usage records waiting in the "
-            "spool for the sidecar.\n"
-            "# TYPE llm_usage_spool_records gauge\n"
-            "llm_usage_spool_records{zone=\"%V\"} %uL\n"
-            "# HELP llm_usage_spool_bytes Bytes of the spool in use.\n"
-            "# TYPE llm_usage_spool_bytes gauge\n"
-            "llm_usage_spool_bytes{zone=\"%V\"} %uL\n"
-            "# HELP llm_usage_spool_capacity_bytes Size of the spool ring.\n"
-            "# TYPE llm_usage_spool_capacity_bytes gauge\n"
-            "llm_usage_spool_capacity_bytes{zone=\"%V\"} %uz\n"
-            "# HELP llm_usage_spool_dropped_total Usage records dropped "
-            "because the spool was full.\n"
-            "# TYPE llm_usage_spool_dropped_total counter\n"
-            "llm_usage_spool_dropped_total{zone=\"%V\"} %uL\n"
-            "# HELP llm_usage_delivered_records_total Usage records the "
-            "sidecar acknowledged.\n"
-            "# TYPE llm_usage_delivered_records_total counter\n"
-            "llm_usage_delivered_records_total{zone=\"%V\"} %uL\n",
-            &scf->spool->shm.name, records,
-            &scf->spool->shm.name, bytes,
-            &scf->spool->shm.name, sh->size,
-            &scf->spool->shm.name, dropped,
-            &scf->spool->shm.name, delivered);
-
-    b->last = p;
-    *len += b->last - b->pos;
-
-    cl = ngx_alloc_chain_link(r->pool);
-    if (cl == NULL) {
-        return NULL;
+    for (f = 0; f < n; f++) {
+        p = ngx_http_llm_metrics_family(p, &ngx_http_llm_spool_families[f]);
+        p = ngx_sprintf(p, "%s{zone=\"%V\"} %uL\n",
+                        ngx_http_llm_spool_families[f].name,
+                        &scf->spool->shm.name, v[f]);
     }
 
-    cl->buf = b;
-    *ll = cl;
+    b->last = p;
 
-    return &cl->next;
+    return ngx_http_llm_metrics_append(r, ll, b, len);
 }
 
 
