@@ -594,10 +594,7 @@ ngx_http_llm_metrics_account(ngx_http_request_t *r)
                                                        - ctx->start));
     }
 
-    /*
-     * TODO: the usage spool's depth and drops, once the sidecar link
-     * (ngx_http_llm_sidecar.h) exposes them
-     */
+    /* the usage spool and the link: ngx_http_llm_sidecar_metrics() */
 }
 
 

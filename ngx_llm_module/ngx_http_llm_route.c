@@ -20,7 +20,20 @@
 
 
 #define NGX_HTTP_LLM_ROUTE_ANSWER_MAX   4096
-#define NGX_HTTP_LLM_ROUTE_MAX_EDITS    8
+#define NGX_HTTP_LLM_ROUTE_MAX_EDITS    16
+
+/* Anthropic accepts at most 4 cache_control breakpoints per request */
+#define NGX_HTTP_LLM_BREAKPOINTS_MAX    4
+/* client breakpoints whose positions go to the sidecar */
+#define NGX_HTTP_LLM_SHAPE_PATHS        8
+
+/* the top-level fields a breakpoint can be in */
+#define NGX_HTTP_LLM_BP_SYSTEM          1
+#define NGX_HTTP_LLM_BP_TOOLS           2
+#define NGX_HTTP_LLM_BP_MESSAGES        3
+
+#define NGX_HTTP_LLM_CACHE_CONTROL                                            \
+    "\"cache_control\":{\"type\":\"ephemeral\"}"
 
 
 typedef struct {
@@ -46,6 +59,34 @@ typedef struct {
 } ngx_http_llm_route_zone_t;
 
 
+/*
+ * A position in an Anthropic body: field, message index (-1 for system
+ * and tools), block index in the content array (-1: the field itself, a
+ * plain string). "/messages/3/content/1" is { MESSAGES, 3, 1 }.
+ */
+typedef struct {
+    int32_t                         field;
+    int32_t                         index;
+    int32_t                         block;
+} ngx_http_llm_bp_t;
+
+
+/* what the sidecar needs to place breakpoints (its prompt_shape) */
+struct ngx_http_llm_prompt_shape_s {
+    int64_t                         tools_count;
+    int64_t                         tools_tokens;
+    int64_t                         system_blocks;
+    int64_t                         system_tokens;
+    int64_t                         last_user_index;
+    int64_t                         last_user_blocks;
+    int64_t                         client_breakpoints;
+    ngx_uint_t                      npaths;
+    ngx_http_llm_bp_t               paths[NGX_HTTP_LLM_SHAPE_PATHS];
+};
+
+typedef struct ngx_http_llm_prompt_shape_s  ngx_http_llm_prompt_shape_t;
+
+
 /* a parsed decision */
 typedef struct {
     ngx_str_t                       action;
@@ -56,6 +97,8 @@ typedef struct {
     ngx_str_t                       prompt_cache_key;
     int64_t                         max_tokens_cap;
     int64_t                         ttl_ms;
+    ngx_uint_t                      nbp;
+    ngx_http_llm_bp_t               bp[NGX_HTTP_LLM_BREAKPOINTS_MAX];
 } ngx_http_llm_decision_t;
 
 
@@ -69,6 +112,7 @@ typedef struct {
     uint8_t                         tools;
     uint8_t                         images;
     uint8_t                         json_mode;
+    uint64_t                        shape;      /* Anthropic prompt shape */
 } ngx_http_llm_req_class_t;
 
 
@@ -101,6 +145,25 @@ static ngx_int_t ngx_http_llm_route_deny(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_decision_t *d);
 static ngx_int_t ngx_http_llm_route_edit_body(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_decision_t *d);
+static ngx_http_llm_prompt_shape_t *ngx_http_llm_route_shape(
+    ngx_http_request_t *r);
+static int ngx_http_llm_shape_blocks(ngx_http_llm_json_cur_t *cur,
+    ngx_http_llm_prompt_shape_t *shape, int32_t field, int32_t index);
+static int ngx_http_llm_shape_nested(ngx_http_llm_json_cur_t *cur,
+    int64_t *count);
+static u_char *ngx_http_llm_bp_print(u_char *p, u_char *last,
+    ngx_http_llm_bp_t *bp);
+static ngx_int_t ngx_http_llm_bp_parse(ngx_http_llm_json_str_t *s,
+    ngx_http_llm_bp_t *bp);
+static int ngx_http_llm_route_mark_field(ngx_http_llm_json_cur_t *cur,
+    const u_char *body, ngx_http_llm_decision_t *d, int32_t field,
+    ngx_http_llm_edit_t *edits, ngx_uint_t *n, ngx_uint_t *left);
+static int ngx_http_llm_route_mark_content(ngx_http_llm_json_cur_t *cur,
+    const u_char *body, ngx_http_llm_decision_t *d, int32_t field,
+    int32_t index, ngx_http_llm_edit_t *edits, ngx_uint_t *n,
+    ngx_uint_t *left);
+static int ngx_http_llm_route_mark_block(ngx_http_llm_json_cur_t *cur,
+    const u_char *body, ngx_http_llm_edit_t *edits, ngx_uint_t *n);
 static ngx_int_t ngx_http_llm_upstream_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_llm_route_status_variable(ngx_http_request_t *r,
@@ -199,6 +262,11 @@ ngx_http_llm_route(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    if (NGX_HTTP_LLM_IS_ANTHROPIC(ctx->api) && link->shape == NULL) {
+        /* NULL when the body cannot be walked: no breakpoints then */
+        link->shape = ngx_http_llm_route_shape(r);
+    }
+
     link->decision_key = ngx_http_llm_route_key(ctx, link);
 
     if (ngx_http_llm_route_lookup(r, lmcf->sidecar.decisions,
@@ -206,7 +274,13 @@ ngx_http_llm_route(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         == NGX_OK)
     {
         link->route_status = NGX_HTTP_LLM_ROUTE_CACHED;
+        ngx_http_llm_sidecar_count(NGX_HTTP_LLM_LINK_DECISION_CACHE);
         return ngx_http_llm_route_apply(r, ctx, &answer);
+    }
+
+    if (!ngx_http_llm_sidecar_available()) {
+        /* the sidecar failed a moment ago: no call, the static route */
+        return ngx_http_llm_route_fail(r, ctx, NGX_ERROR, "route");
     }
 
     if (ngx_http_llm_route_request(r, ctx, &body) != NGX_OK) {
@@ -218,11 +292,14 @@ ngx_http_llm_route(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
+    ngx_http_llm_sidecar_count(NGX_HTTP_LLM_LINK_ROUTE_CALL);
+
     call = ngx_http_llm_sidecar_call(lmcf->sidecar.addr, "/v1/route", &body,
                                      lmcf->sidecar.timeout,
                                      ngx_http_llm_route_done, r);
 
     if (call == NULL) {
+        ngx_http_llm_sidecar_count(NGX_HTTP_LLM_LINK_ROUTE_ERROR);
         return ngx_http_llm_route_fail(r, ctx, NGX_ERROR, "route");
     }
 
@@ -266,6 +343,7 @@ ngx_http_llm_route_done(void *data, ngx_int_t status, ngx_str_t *body)
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_module);
 
     if (status != NGX_HTTP_OK) {
+        ngx_http_llm_sidecar_count(NGX_HTTP_LLM_LINK_ROUTE_ERROR);
         rc = ngx_http_llm_route_fail(r, ctx, status, "route");
 
     } else if (body->len > NGX_HTTP_LLM_ROUTE_ANSWER_MAX
@@ -274,6 +352,7 @@ ngx_http_llm_route_done(void *data, ngx_int_t status, ngx_str_t *body)
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, c->log, 0,
                        "llm route: answer not understood: \"%V\"", body);
 
+        ngx_http_llm_sidecar_count(NGX_HTTP_LLM_LINK_ROUTE_ERROR);
         rc = ngx_http_llm_route_fail(r, ctx, NGX_ERROR, "route answer");
 
     } else {
@@ -284,6 +363,7 @@ ngx_http_llm_route_done(void *data, ngx_int_t status, ngx_str_t *body)
         }
 
         ctx->link->route_status = NGX_HTTP_LLM_ROUTE_SIDECAR;
+        ngx_http_llm_sidecar_count(NGX_HTTP_LLM_LINK_DECISION_SIDECAR);
         rc = ngx_http_llm_route_apply(r, ctx, body);
     }
 
@@ -301,7 +381,8 @@ ngx_http_llm_route_fail(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_module);
 
     if (lmcf->sidecar.fail_closed) {
-        ngx_http_llm_sidecar_log_failure(&lmcf->sidecar, what, status,
+        ngx_http_llm_sidecar_log_failure(&lmcf->sidecar, NGX_LOG_ERR, what,
+                                         status,
                                          "requests refused with 503 "
                                          "(fail=closed)");
 
@@ -315,11 +396,13 @@ ngx_http_llm_route_fail(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                    "retry later");
     }
 
-    ngx_http_llm_sidecar_log_failure(&lmcf->sidecar, what, status,
+    ngx_http_llm_sidecar_log_failure(&lmcf->sidecar, NGX_LOG_WARN, what,
+                                     status,
                                      "requests take the static llm_route "
                                      "(fail-open)");
 
     ctx->link->route_status = NGX_HTTP_LLM_ROUTE_FAILOPEN;
+    ngx_http_llm_sidecar_count(NGX_HTTP_LLM_LINK_DECISION_FALLBACK);
 
     return NGX_DECLINED;
 }
@@ -349,6 +432,12 @@ ngx_http_llm_route_key(ngx_http_llm_ctx_t *ctx,
                           ? 64 - __builtin_clzll(ctx->req.max_tokens) : 0;
     cls.prefix_hash = ctx->req.prefix_hash;
 
+    /* breakpoints are positions: they hold for bodies of the same layout */
+    if (link->shape) {
+        cls.shape = XXH3_64bits(link->shape,
+                                sizeof(ngx_http_llm_prompt_shape_t));
+    }
+
     XXH3_64bits_reset(&st);
     XXH3_64bits_update(&st, ctx->key_hash.data, ctx->key_hash.len);
     XXH3_64bits_update(&st, "\0", 1);
@@ -367,21 +456,27 @@ static ngx_int_t
 ngx_http_llm_route_request(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_str_t *body)
 {
-    u_char                      *p, *last;
-    ngx_http_llm_sidecar_ctx_t  *link;
+    size_t                        size;
+    u_char                       *p, *last;
+    ngx_uint_t                    i;
+    ngx_http_llm_prompt_shape_t  *sh;
+    ngx_http_llm_sidecar_ctx_t   *link;
 
     link = ctx->link;
+    sh = link->shape;
 
     /* model and team: the model is JSON text already, the team escaped */
 
-    body->data = ngx_pnalloc(r->pool, 512 + ctx->model.len
-                                      + 6 * link->team.len);
+    size = 512 + ctx->model.len + 6 * link->team.len
+           + (sh ? 256 + NGX_HTTP_LLM_SHAPE_PATHS * 48 : 0);
+
+    body->data = ngx_pnalloc(r->pool, size);
     if (body->data == NULL) {
         return NGX_ERROR;
     }
 
     p = body->data;
-    last = p + 512 + ctx->model.len + 6 * link->team.len;
+    last = p + size;
 
     p = ngx_slprintf(p, last, "{\"key_hash\":\"%V\",\"team\":",
                      &ctx->key_hash);
@@ -393,6 +488,29 @@ ngx_http_llm_route_request(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
     if (ctx->req.max_tokens >= 0) {
         p = ngx_slprintf(p, last, "\"max_tokens\":%L,", ctx->req.max_tokens);
+    }
+
+    if (sh) {
+        p = ngx_slprintf(p, last,
+                         "\"prompt_shape\":{\"tools_count\":%L,"
+                         "\"tools_tokens\":%L,\"system_blocks\":%L,"
+                         "\"system_tokens\":%L,\"last_user_index\":%L,"
+                         "\"last_user_blocks\":%L,"
+                         "\"client_breakpoints\":%L,\"client_paths\":[",
+                         sh->tools_count, sh->tools_tokens,
+                         sh->system_blocks, sh->system_tokens,
+                         sh->last_user_index, sh->last_user_blocks,
+                         sh->client_breakpoints);
+
+        for (i = 0; i < sh->npaths; i++) {
+            if (i) {
+                p = ngx_slprintf(p, last, ",");
+            }
+
+            p = ngx_http_llm_bp_print(p, last, &sh->paths[i]);
+        }
+
+        p = ngx_slprintf(p, last, "]},");
     }
 
     p = ngx_slprintf(p, last,
@@ -418,7 +536,7 @@ static ngx_int_t
 ngx_http_llm_route_parse(ngx_str_t *answer, ngx_http_llm_decision_t *d)
 {
     int                       rc;
-    unsigned                  first, pfirst;
+    unsigned                  first, pfirst, afirst;
     ngx_str_t                *s;
     ngx_http_llm_json_cur_t   cur;
     ngx_http_llm_json_str_t   key, str;
@@ -480,6 +598,39 @@ ngx_http_llm_route_parse(ngx_str_t *answer, ngx_http_llm_decision_t *d)
                 {
                     d->prompt_cache_key.data = (u_char *) str.data;
                     d->prompt_cache_key.len = str.len;
+                    continue;
+                }
+
+                if (ngx_http_llm_json_str_eq(&key, "breakpoints", 11)
+                    && ngx_http_llm_json_enter(&cur, NGX_HTTP_LLM_JSON_ARRAY)
+                       == 1)
+                {
+                    afirst = 1;
+
+                    while ((rc = ngx_http_llm_json_next(&cur, &afirst, NULL))
+                           == 1)
+                    {
+                        /* pointers not understood, and a fifth, are left */
+
+                        rc = ngx_http_llm_json_get_string(&cur, &str);
+
+                        if (rc < 0) {
+                            return NGX_ERROR;
+                        }
+
+                        if (rc == 1
+                            && d->nbp < NGX_HTTP_LLM_BREAKPOINTS_MAX
+                            && ngx_http_llm_bp_parse(&str, &d->bp[d->nbp])
+                               == NGX_OK)
+                        {
+                            d->nbp++;
+                        }
+                    }
+
+                    if (rc < 0) {
+                        return NGX_ERROR;
+                    }
+
                     continue;
                 }
 
@@ -641,10 +792,11 @@ ngx_http_llm_route_edit_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     int                        rc;
     size_t                     len, size, pos;
     u_char                    *body, *p, *q;
+    int32_t                    field;
     int64_t                    v;
     unsigned                   first, has_pck;
     ngx_buf_t                 *b;
-    ngx_uint_t                 n, i;
+    ngx_uint_t                 n, i, left;
     ngx_chain_t               *cl;
     ngx_http_llm_edit_t        edits[NGX_HTTP_LLM_ROUTE_MAX_EDITS];
     ngx_http_llm_json_cur_t    cur;
@@ -672,6 +824,16 @@ ngx_http_llm_route_edit_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     n = 0;
     first = 1;
     has_pck = 0;
+
+    /* breakpoints: Anthropic's limit counts those the client set */
+
+    left = 0;
+
+    if (d->nbp && NGX_HTTP_LLM_IS_ANTHROPIC(ctx->api) && ctx->link->shape) {
+        left = NGX_HTTP_LLM_BREAKPOINTS_MAX
+               - ngx_min(ctx->link->shape->client_breakpoints,
+                         NGX_HTTP_LLM_BREAKPOINTS_MAX);
+    }
 
     while ((rc = ngx_http_llm_json_next(&cur, &first, &key)) == 1) {
 
@@ -726,6 +888,31 @@ ngx_http_llm_route_edit_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                                                 d->max_tokens_cap)
                                     - edits[n].text.data;
                 n++;
+            }
+
+            continue;
+        }
+
+        field = 0;
+
+        if (left) {
+            if (ngx_http_llm_json_str_eq(&key, "system", 6)) {
+                field = NGX_HTTP_LLM_BP_SYSTEM;
+
+            } else if (ngx_http_llm_json_str_eq(&key, "tools", 5)) {
+                field = NGX_HTTP_LLM_BP_TOOLS;
+
+            } else if (ngx_http_llm_json_str_eq(&key, "messages", 8)) {
+                field = NGX_HTTP_LLM_BP_MESSAGES;
+            }
+        }
+
+        if (field) {
+            if (ngx_http_llm_route_mark_field(&cur, body, d, field, edits, &n,
+                                              &left)
+                < 0)
+            {
+                return NGX_ERROR;
             }
 
             continue;
@@ -823,6 +1010,602 @@ ngx_http_llm_route_edit_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                    "llm route: body rewritten, %ui edits, %uz bytes", n, size);
 
     return NGX_OK;
+}
+
+
+/*
+ * Anthropic prompt caching. The module tells the sidecar the layout of the
+ * prompt (prompt_shape: system blocks, tools, the last user turn, the
+ * cache_control markers the client set and where), the sidecar answers
+ * with JSON pointers of the blocks to mark, and the forwarded body gets
+ * "cache_control":{"type":"ephemeral"} there.
+ */
+
+static ngx_http_llm_prompt_shape_t *
+ngx_http_llm_route_shape(ngx_http_request_t *r)
+{
+    int                           rc, t;
+    size_t                        len;
+    u_char                       *body;
+    int32_t                       index;
+    int64_t                       blocks;
+    unsigned                      first, mfirst, ofirst, user;
+    const u_char                 *start;
+    ngx_http_llm_json_cur_t       cur;
+    ngx_http_llm_json_str_t       key, str;
+    ngx_http_llm_prompt_shape_t  *shape;
+
+    if (ngx_http_llm_body_contiguous(r, &body, &len) != NGX_OK) {
+        return NULL;
+    }
+
+    shape = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_prompt_shape_t));
+    if (shape == NULL) {
+        return NULL;
+    }
+
+    shape->last_user_index = -1;
+
+    ngx_http_llm_json_cur_init(&cur, body, len);
+
+    if (ngx_http_llm_json_enter(&cur, NGX_HTTP_LLM_JSON_OBJECT) != 1) {
+        return NULL;
+    }
+
+    first = 1;
+
+    while ((rc = ngx_http_llm_json_next(&cur, &first, &key)) == 1) {
+
+        start = ngx_http_llm_json_skip_ws(cur.p, cur.end);
+        t = ngx_http_llm_json_peek(&cur);
+
+        if (ngx_http_llm_json_str_eq(&key, "system", 6)) {
+            rc = ngx_http_llm_shape_blocks(&cur, shape, NGX_HTTP_LLM_BP_SYSTEM,
+                                           -1);
+            if (rc < 0) {
+                return NULL;
+            }
+
+            shape->system_blocks = rc;
+            /* about 4 bytes a token, as the inspector's estimate */
+            shape->system_tokens = (cur.p - start + 3) / 4;
+            continue;
+        }
+
+        if (ngx_http_llm_json_str_eq(&key, "tools", 5)
+            && t == NGX_HTTP_LLM_JSON_ARRAY)
+        {
+            rc = ngx_http_llm_shape_blocks(&cur, shape, NGX_HTTP_LLM_BP_TOOLS,
+                                           -1);
+            if (rc < 0) {
+                return NULL;
+            }
+
+            shape->tools_count = rc;
+            shape->tools_tokens = (cur.p - start + 3) / 4;
+            continue;
+        }
+
+        if (!ngx_http_llm_json_str_eq(&key, "messages", 8)
+            || t != NGX_HTTP_LLM_JSON_ARRAY)
+        {
+            if (ngx_http_llm_json_skip(&cur) < 0) {
+                return NULL;
+            }
+
+            continue;
+        }
+
+        (void) ngx_http_llm_json_enter(&cur, NGX_HTTP_LLM_JSON_ARRAY);
+        mfirst = 1;
+
+        for (index = 0;
+             (rc = ngx_http_llm_json_next(&cur, &mfirst, NULL)) == 1;
+             index++)
+        {
+            rc = ngx_http_llm_json_enter(&cur, NGX_HTTP_LLM_JSON_OBJECT);
+
+            if (rc < 0) {
+                return NULL;
+            }
+
+            if (rc == 0) {
+                if (ngx_http_llm_json_skip(&cur) < 0) {
+                    return NULL;
+                }
+
+                continue;
+            }
+
+            user = 0;
+            blocks = 0;
+            ofirst = 1;
+
+            while ((rc = ngx_http_llm_json_next(&cur, &ofirst, &key)) == 1) {
+
+                if (ngx_http_llm_json_str_eq(&key, "role", 4)) {
+                    rc = ngx_http_llm_json_get_string(&cur, &str);
+                    user = (rc == 1 && ngx_http_llm_json_str_eq(&str, "user",
+                                                                4));
+
+                } else if (ngx_http_llm_json_str_eq(&key, "content", 7)) {
+                    rc = ngx_http_llm_shape_blocks(&cur, shape,
+                                                   NGX_HTTP_LLM_BP_MESSAGES,
+                                                   index);
+                    blocks = rc;
+
+                } else {
+                    rc = ngx_http_llm_json_skip(&cur);
+                }
+
+                if (rc < 0) {
+                    return NULL;
+                }
+            }
+
+            if (rc < 0) {
+                return NULL;
+            }
+
+            if (user) {
+                shape->last_user_index = index;
+                shape->last_user_blocks = blocks;
+            }
+        }
+
+        if (rc < 0) {
+            return NULL;
+        }
+    }
+
+    if (rc < 0) {
+        return NULL;
+    }
+
+    return shape;
+}
+
+
+/*
+ * A content-like value (system, tools, a message's content): a string
+ * (0 blocks) or an array of blocks, whose cache_control markers are
+ * counted. Returns the number of blocks, or -1.
+ */
+
+static int
+ngx_http_llm_shape_blocks(ngx_http_llm_json_cur_t *cur,
+    ngx_http_llm_prompt_shape_t *shape, int32_t field, int32_t index)
+{
+    int                       rc, k;
+    int64_t                   nested;
+    unsigned                  afirst, ofirst;
+    ngx_http_llm_bp_t        *bp;
+    ngx_http_llm_json_str_t   key;
+
+    rc = ngx_http_llm_json_enter(cur, NGX_HTTP_LLM_JSON_ARRAY);
+
+    if (rc <= 0) {
+        return rc < 0 ? -1 : (ngx_http_llm_json_skip(cur) < 0 ? -1 : 0);
+    }
+
+    afirst = 1;
+
+    for (k = 0; (rc = ngx_http_llm_json_next(cur, &afirst, NULL)) == 1; k++) {
+
+        rc = ngx_http_llm_json_enter(cur, NGX_HTTP_LLM_JSON_OBJECT);
+
+        if (rc < 0) {
+            return -1;
+        }
+
+        if (rc == 0) {
+            if (ngx_http_llm_json_skip(cur) < 0) {
+                return -1;
+            }
+
+            continue;
+        }
+
+        ofirst = 1;
+
+        while ((rc = ngx_http_llm_json_next(cur, &ofirst, &key)) == 1) {
+
+            if (ngx_http_llm_json_str_eq(&key, "cache_control", 13)) {
+                shape->client_breakpoints++;
+
+                if (shape->npaths < NGX_HTTP_LLM_SHAPE_PATHS) {
+                    bp = &shape->paths[shape->npaths++];
+                    bp->field = field;
+                    bp->index = index;
+                    bp->block = k;
+                }
+
+                rc = ngx_http_llm_json_skip(cur);
+
+            } else {
+                /* markers deeper down (tool_result contents) count too */
+                nested = 0;
+                rc = ngx_http_llm_shape_nested(cur, &nested);
+                shape->client_breakpoints += nested;
+            }
+
+            if (rc < 0) {
+                return -1;
+            }
+        }
+
+        if (rc < 0) {
+            return -1;
+        }
+    }
+
+    return rc < 0 ? -1 : k;
+}
+
+
+static int
+ngx_http_llm_shape_nested(ngx_http_llm_json_cur_t *cur, int64_t *count)
+{
+    int                       rc, t;
+    unsigned                  first;
+    ngx_http_llm_json_str_t   key;
+
+    t = ngx_http_llm_json_peek(cur);
+
+    if (t != NGX_HTTP_LLM_JSON_OBJECT && t != NGX_HTTP_LLM_JSON_ARRAY) {
+        return ngx_http_llm_json_skip(cur);
+    }
+
+    if (ngx_http_llm_json_enter(cur, t) != 1) {
+        return -1;
+    }
+
+    first = 1;
+
+    while ((rc = ngx_http_llm_json_next(cur, &first,
+                                        t == NGX_HTTP_LLM_JSON_OBJECT
+                                        ? &key : NULL))
+           == 1)
+    {
+        if (t == NGX_HTTP_LLM_JSON_OBJECT
+            && ngx_http_llm_json_str_eq(&key, "cache_control", 13))
+        {
+            (*count)++;
+        }
+
+        if (ngx_http_llm_shape_nested(cur, count) < 0) {
+            return -1;
+        }
+    }
+
+    return rc;
+}
+
+
+static u_char *
+ngx_http_llm_bp_print(u_char *p, u_char *last, ngx_http_llm_bp_t *bp)
+{
+    static const char  *fields[] = { "", "system", "tools", "messages" };
+
+    if (bp->field == NGX_HTTP_LLM_BP_MESSAGES) {
+        p = ngx_slprintf(p, last, "\"/messages/%D/content", bp->index);
+
+    } else {
+        p = ngx_slprintf(p, last, "\"/%s", fields[bp->field]);
+    }
+
+    if (bp->block >= 0) {
+        p = ngx_slprintf(p, last, "/%D", bp->block);
+    }
+
+    return ngx_slprintf(p, last, "\"");
+}
+
+
+/* "/system[/N]", "/tools/N", "/messages/I/content[/N]" */
+
+static ngx_int_t
+ngx_http_llm_bp_parse(ngx_http_llm_json_str_t *s, ngx_http_llm_bp_t *bp)
+{
+    u_char        *p, *last, *q;
+    ngx_int_t      n;
+    ngx_uint_t     i;
+
+    static const struct {
+        const char  *prefix;
+        size_t       len;
+        int32_t      field;
+    } fields[] = {
+        { "/system", 7, NGX_HTTP_LLM_BP_SYSTEM },
+        { "/tools", 6, NGX_HTTP_LLM_BP_TOOLS },
+        { "/messages/", 10, NGX_HTTP_LLM_BP_MESSAGES }
+    };
+
+    if (s->escaped) {
+        return NGX_DECLINED;
+    }
+
+    p = (u_char *) s->data;
+    last = p + s->len;
+
+    for (i = 0; i < sizeof(fields) / sizeof(fields[0]); i++) {
+        if ((size_t) (last - p) >= fields[i].len
+            && ngx_strncmp(p, fields[i].prefix, fields[i].len) == 0)
+        {
+            break;
+        }
+    }
+
+    if (i == sizeof(fields) / sizeof(fields[0])) {
+        return NGX_DECLINED;
+    }
+
+    bp->field = fields[i].field;
+    bp->index = -1;
+    bp->block = -1;
+    p += fields[i].len;
+
+    if (bp->field == NGX_HTTP_LLM_BP_MESSAGES) {
+        for (q = p; q < last && *q != '/'; q++) { /* void */ }
+
+        n = ngx_atoi(p, q - p);
+
+        if (n == NGX_ERROR || n > 0x7fffffff
+            || last - q < 8 || ngx_strncmp(q, "/content", 8) != 0)
+        {
+            return NGX_DECLINED;
+        }
+
+        bp->index = (int32_t) n;
+        p = q + 8;
+    }
+
+    if (p == last) {
+        /* the field itself: tools is always an array */
+        return bp->field == NGX_HTTP_LLM_BP_TOOLS ? NGX_DECLINED : NGX_OK;
+    }
+
+    if (*p != '/') {
+        return NGX_DECLINED;
+    }
+
+    n = ngx_atoi(p + 1, last - p - 1);
+
+    if (n == NGX_ERROR || n > 0x7fffffff) {
+        return NGX_DECLINED;
+    }
+
+    bp->block = (int32_t) n;
+
+    return NGX_OK;
+}
+
+
+/* edits for the breakpoints of one top-level field; the cursor is before
+ * its value and ends after it; -1 on error */
+
+static int
+ngx_http_llm_route_mark_field(ngx_http_llm_json_cur_t *cur,
+    const u_char *body, ngx_http_llm_decision_t *d, int32_t field,
+    ngx_http_llm_edit_t *edits, ngx_uint_t *n, ngx_uint_t *left)
+{
+    int         rc;
+    int32_t     index;
+    unsigned    afirst, ofirst;
+    ngx_uint_t  i;
+    ngx_http_llm_json_str_t  key;
+
+    if (field != NGX_HTTP_LLM_BP_MESSAGES) {
+        return ngx_http_llm_route_mark_content(cur, body, d, field, -1, edits,
+                                               n, left);
+    }
+
+    rc = ngx_http_llm_json_enter(cur, NGX_HTTP_LLM_JSON_ARRAY);
+
+    if (rc <= 0) {
+        return rc < 0 ? -1 : ngx_http_llm_json_skip(cur);
+    }
+
+    afirst = 1;
+
+    for (index = 0; (rc = ngx_http_llm_json_next(cur, &afirst, NULL)) == 1;
+         index++)
+    {
+        for (i = 0; i < d->nbp; i++) {
+            if (d->bp[i].field == field && d->bp[i].index == index) {
+                break;
+            }
+        }
+
+        if (i == d->nbp || *left == 0) {
+            if (ngx_http_llm_json_skip(cur) < 0) {
+                return -1;
+            }
+
+            continue;
+        }
+
+        rc = ngx_http_llm_json_enter(cur, NGX_HTTP_LLM_JSON_OBJECT);
+
+        if (rc <= 0) {
+            if (rc < 0 || ngx_http_llm_json_skip(cur) < 0) {
+                return -1;
+            }
+
+            continue;
+        }
+
+        ofirst = 1;
+
+        while ((rc = ngx_http_llm_json_next(cur, &ofirst, &key)) == 1) {
+            if (ngx_http_llm_json_str_eq(&key, "content", 7)) {
+                rc = ngx_http_llm_route_mark_content(cur, body, d, field,
+                                                     index, edits, n, left);
+            } else {
+                rc = ngx_http_llm_json_skip(cur);
+            }
+
+            if (rc < 0) {
+                return -1;
+            }
+        }
+
+        if (rc < 0) {
+            return -1;
+        }
+    }
+
+    return rc;
+}
+
+
+/* a string, or an array of blocks, some of which the decision marks */
+
+static int
+ngx_http_llm_route_mark_content(ngx_http_llm_json_cur_t *cur,
+    const u_char *body, ngx_http_llm_decision_t *d, int32_t field,
+    int32_t index, ngx_http_llm_edit_t *edits, ngx_uint_t *n,
+    ngx_uint_t *left)
+{
+    int                       rc, t;
+    size_t                    start;
+    int32_t                   k;
+    unsigned                  afirst;
+    ngx_uint_t                i;
+    ngx_http_llm_json_str_t   str;
+
+    static ngx_str_t  before = ngx_string("[{\"type\":\"text\",\"text\":");
+    static ngx_str_t  after = ngx_string("," NGX_HTTP_LLM_CACHE_CONTROL "}]");
+
+    t = ngx_http_llm_json_peek(cur);
+
+    if (t == NGX_HTTP_LLM_JSON_STRING) {
+        for (i = 0; i < d->nbp; i++) {
+            if (d->bp[i].field == field && d->bp[i].index == index
+                && d->bp[i].block == -1)
+            {
+                break;
+            }
+        }
+
+        start = ngx_http_llm_json_skip_ws(cur->p, cur->end) - body;
+
+        if (ngx_http_llm_json_get_string(cur, &str) < 0) {
+            return -1;
+        }
+
+        /* a plain string becomes one marked text block (never empty) */
+
+        if (i < d->nbp && *left && str.len
+            && *n + 2 < NGX_HTTP_LLM_ROUTE_MAX_EDITS - 1)
+        {
+            edits[*n].start = start;
+            edits[*n].end = start;
+            edits[*n].text = before;
+            (*n)++;
+
+            edits[*n].start = cur->p - body;
+            edits[*n].end = cur->p - body;
+            edits[*n].text = after;
+            (*n)++;
+
+            (*left)--;
+        }
+
+        return 1;
+    }
+
+    rc = ngx_http_llm_json_enter(cur, NGX_HTTP_LLM_JSON_ARRAY);
+
+    if (rc <= 0) {
+        return rc < 0 ? -1 : ngx_http_llm_json_skip(cur);
+    }
+
+    afirst = 1;
+
+    for (k = 0; (rc = ngx_http_llm_json_next(cur, &afirst, NULL)) == 1; k++) {
+
+        for (i = 0; i < d->nbp; i++) {
+            if (d->bp[i].field == field && d->bp[i].index == index
+                && d->bp[i].block == k)
+            {
+                break;
+            }
+        }
+
+        if (i == d->nbp || *left == 0
+            || *n + 1 >= NGX_HTTP_LLM_ROUTE_MAX_EDITS - 1)
+        {
+            rc = ngx_http_llm_json_skip(cur);
+
+        } else {
+            rc = ngx_http_llm_route_mark_block(cur, body, edits, n);
+
+            if (rc == 1) {
+                (*left)--;
+            }
+        }
+
+        if (rc < 0) {
+            return -1;
+        }
+    }
+
+    return rc;
+}
+
+
+/* adds cache_control to one block object unless it has one; 1 if added */
+
+static int
+ngx_http_llm_route_mark_block(ngx_http_llm_json_cur_t *cur,
+    const u_char *body, ngx_http_llm_edit_t *edits, ngx_uint_t *n)
+{
+    int                       rc;
+    unsigned                  first, members, marked;
+    ngx_http_llm_json_str_t   key;
+
+    static ngx_str_t  mark = ngx_string("," NGX_HTTP_LLM_CACHE_CONTROL);
+
+    rc = ngx_http_llm_json_enter(cur, NGX_HTTP_LLM_JSON_OBJECT);
+
+    if (rc <= 0) {
+        return rc < 0 ? -1 : (ngx_http_llm_json_skip(cur) < 0 ? -1 : 0);
+    }
+
+    first = 1;
+    members = 0;
+    marked = 0;
+
+    while ((rc = ngx_http_llm_json_next(cur, &first, &key)) == 1) {
+        members++;
+
+        if (ngx_http_llm_json_str_eq(&key, "cache_control", 13)) {
+            marked = 1;
+        }
+
+        if (ngx_http_llm_json_skip(cur) < 0) {
+            return -1;
+        }
+    }
+
+    if (rc < 0) {
+        return -1;
+    }
+
+    if (marked) {
+        return 0;
+    }
+
+    /* before the closing '}', which the cursor just passed */
+
+    edits[*n].start = cur->p - 1 - body;
+    edits[*n].end = edits[*n].start;
+    edits[*n].text.data = members ? mark.data : mark.data + 1;
+    edits[*n].text.len = members ? mark.len : mark.len - 1;
+    (*n)++;
+
+    return 1;
 }
 
 

@@ -18,10 +18,15 @@
 /* the largest answer the client accepts (route and usage answers are small) */
 #define NGX_HTTP_LLM_SIDECAR_MAX_RESPONSE  (256 * 1024)
 
+/* an idle connection is closed after this long (the sidecar's is 75 s) */
+#define NGX_HTTP_LLM_SIDECAR_IDLE_TIMEOUT  60000
+
 /* spool delivery: tick, batch byte limit, quiet interval of repeated logs */
 #define NGX_HTTP_LLM_SIDECAR_TICK          100
 #define NGX_HTTP_LLM_SIDECAR_BATCH_BYTES   (512 * 1024)
 #define NGX_HTTP_LLM_SIDECAR_LOG_INTERVAL  10000
+/* after a failed exchange, route calls wait this long, ms (fail-open) */
+#define NGX_HTTP_LLM_SIDECAR_BACKOFF       1000
 /* how long an exiting worker stays to deliver spooled records, ms */
 #define NGX_HTTP_LLM_SIDECAR_DRAIN         5000
 
@@ -38,9 +43,19 @@ struct ngx_http_llm_sidecar_call_s {
     u_char                         *body;       /* after the header */
     off_t                           content_length;
     ngx_int_t                       status;
+    ngx_msec_t                      deadline;
     ngx_http_llm_sidecar_handler_pt handler;    /* NULL: cancelled */
     void                           *data;
+    unsigned                        reused:1;   /* an idle connection */
+    unsigned                        keepalive:1; /* the answer allows reuse */
 };
+
+
+/* the idle connections of this worker, most recently used first */
+typedef struct {
+    ngx_queue_t                     queue;
+    ngx_connection_t               *connection;
+} ngx_http_llm_sidecar_idle_t;
 
 
 /* the spool: a byte ring of [uint32 length][record JSON] in shared memory */
@@ -52,6 +67,9 @@ typedef struct {
     uint64_t                        dropped_logged;
     uint64_t                        delivered;
     uint64_t                        seq;        /* batches taken */
+    ngx_atomic_t                    link[NGX_HTTP_LLM_LINK_COUNTERS];
+    ngx_atomic_t                    up;         /* last exchange answered */
+    ngx_atomic_t                    failed_at;  /* msec, 0: last one did */
     ngx_pid_t                       sender;     /* batch in flight, or 0 */
     ngx_msec_t                      sent_at;
     ngx_msec_t                      drop_log_at;
@@ -76,6 +94,15 @@ typedef struct {
 } ngx_http_llm_spool_batch_t;
 
 
+static ngx_int_t ngx_http_llm_sidecar_connect(
+    ngx_http_llm_sidecar_call_t *call);
+static void ngx_http_llm_sidecar_attach(ngx_http_llm_sidecar_call_t *call,
+    ngx_connection_t *c);
+static ngx_connection_t *ngx_http_llm_sidecar_idle_get(void);
+static void ngx_http_llm_sidecar_idle_put(ngx_connection_t *c);
+static void ngx_http_llm_sidecar_idle_handler(ngx_event_t *ev);
+static void ngx_http_llm_sidecar_idle_close(ngx_connection_t *c);
+static void ngx_http_llm_sidecar_set_up(ngx_uint_t up);
 static void ngx_http_llm_sidecar_write_handler(ngx_event_t *wev);
 static void ngx_http_llm_sidecar_read_handler(ngx_event_t *rev);
 static ngx_int_t ngx_http_llm_sidecar_parse(ngx_http_llm_sidecar_call_t *call,
@@ -104,6 +131,14 @@ static ngx_event_t   ngx_http_llm_spool_timer;
 static ngx_msec_t    ngx_http_llm_sidecar_fail_log_at;
 static ngx_uint_t    ngx_http_llm_sidecar_fail_count;
 
+/* keepalive: idle connections (cache) and free slots, per worker */
+static ngx_queue_t   ngx_http_llm_sidecar_cache;
+static ngx_queue_t   ngx_http_llm_sidecar_free;
+static ngx_log_t     ngx_http_llm_sidecar_idle_log;
+
+/* the spool zone of this worker's cycle: the link counters live there */
+static ngx_http_llm_spool_shctx_t  *ngx_http_llm_sidecar_sh;
+
 
 /* the client */
 
@@ -113,7 +148,6 @@ ngx_http_llm_sidecar_call(ngx_addr_t *addr, const char *path,
     ngx_http_llm_sidecar_handler_pt handler, void *data)
 {
     size_t                        len;
-    ngx_int_t                     rc;
     ngx_pool_t                   *pool;
     ngx_buf_t                    *b;
     ngx_connection_t             *c;
@@ -133,6 +167,7 @@ ngx_http_llm_sidecar_call(ngx_addr_t *addr, const char *path,
     call->handler = handler;
     call->data = data;
     call->content_length = -1;
+    call->deadline = ngx_current_msec + timeout;
 
     /*
      * nginx logs connect() failures on the connection's log at "error" or
@@ -147,7 +182,7 @@ ngx_http_llm_sidecar_call(ngx_addr_t *addr, const char *path,
 
     len = sizeof("POST  HTTP/1.1" CRLF "Host: llm-sidecar" CRLF
                  "Content-Type: application/json" CRLF
-                 "Content-Length: " CRLF "Connection: close" CRLF CRLF) - 1
+                 "Content-Length: " CRLF CRLF) - 1
           + ngx_strlen(path) + NGX_SIZE_T_LEN + body->len;
 
     b = ngx_create_temp_buf(pool, len);
@@ -155,11 +190,12 @@ ngx_http_llm_sidecar_call(ngx_addr_t *addr, const char *path,
         goto failed;
     }
 
+    /* HTTP/1.1 keeps the connection open for the next call */
+
     b->last = ngx_sprintf(b->last, "POST %s HTTP/1.1" CRLF
                           "Host: llm-sidecar" CRLF
                           "Content-Type: application/json" CRLF
-                          "Content-Length: %uz" CRLF
-                          "Connection: close" CRLF CRLF, path, body->len);
+                          "Content-Length: %uz" CRLF CRLF, path, body->len);
     b->last = ngx_cpymem(b->last, body->data, body->len);
     call->out = b;
 
@@ -170,19 +206,73 @@ ngx_http_llm_sidecar_call(ngx_addr_t *addr, const char *path,
     call->peer.log = &call->log;
     call->peer.log_error = NGX_ERROR_INFO;
 
+    c = ngx_http_llm_sidecar_idle_get();
+
+    if (c) {
+        call->reused = 1;
+        call->peer.connection = c;
+        ngx_http_llm_sidecar_attach(call, c);
+        ngx_post_event(c->write, &ngx_posted_events);
+
+    } else if (ngx_http_llm_sidecar_connect(call) != NGX_OK) {
+        ngx_http_llm_sidecar_set_up(0);
+        goto failed;
+    }
+
+    return call;
+
+failed:
+
+    ngx_destroy_pool(pool);
+    return NULL;
+}
+
+
+/*
+ * A new connection for the call; the exchange starts from the event loop
+ * (the handler is never called from within ngx_http_llm_sidecar_call())
+ */
+
+static ngx_int_t
+ngx_http_llm_sidecar_connect(ngx_http_llm_sidecar_call_t *call)
+{
+    ngx_int_t  rc;
+
+    call->peer.connection = NULL;
+
     rc = ngx_event_connect_peer(&call->peer);
 
     if (rc == NGX_ERROR || rc == NGX_BUSY || rc == NGX_DECLINED) {
         if (call->peer.connection) {
             ngx_close_connection(call->peer.connection);
+            call->peer.connection = NULL;
         }
 
-        goto failed;
+        return NGX_ERROR;
     }
 
-    c = call->peer.connection;
+    ngx_http_llm_sidecar_count(NGX_HTTP_LLM_LINK_CONNECT);
+
+    ngx_http_llm_sidecar_attach(call, call->peer.connection);
+
+    if (rc == NGX_OK) {
+        ngx_post_event(call->peer.connection->write, &ngx_posted_events);
+    }
+
+    /* NGX_AGAIN: the write event comes when the connection is established */
+
+    return NGX_OK;
+}
+
+
+static void
+ngx_http_llm_sidecar_attach(ngx_http_llm_sidecar_call_t *call,
+    ngx_connection_t *c)
+{
+    ngx_msec_int_t  left;
+
     c->data = call;
-    c->pool = pool;
+    c->pool = call->pool;
     c->log = &call->log;
     c->read->log = c->log;
     c->write->log = c->log;
@@ -192,19 +282,9 @@ ngx_http_llm_sidecar_call(ngx_addr_t *addr, const char *path,
 
     /* one deadline for the whole exchange, on the read event */
 
-    ngx_add_timer(c->read, timeout);
+    left = (ngx_msec_int_t) (call->deadline - ngx_current_msec);
 
-    if (rc == NGX_OK) {
-        /* the handler is never called from within this function */
-        ngx_post_event(c->write, &ngx_posted_events);
-    }
-
-    return call;
-
-failed:
-
-    ngx_destroy_pool(pool);
-    return NULL;
+    ngx_add_timer(c->read, left > 0 ? (ngx_msec_t) left : 1);
 }
 
 
@@ -375,6 +455,9 @@ ngx_http_llm_sidecar_parse(ngx_http_llm_sidecar_call_t *call, ngx_uint_t eof)
             return NGX_ERROR;
         }
 
+        /* HTTP/1.1 with a length and without "Connection: close" */
+        call->keepalive = (p[7] == '1');
+
         for (p = ngx_strlchr(p, last, LF); p && p < last; p = eol) {
             p++;
             eol = ngx_strlchr(p, last + 2, LF);
@@ -393,6 +476,15 @@ ngx_http_llm_sidecar_parse(ngx_http_llm_sidecar_call_t *call, ngx_uint_t eof)
                 if (call->content_length == NGX_ERROR) {
                     return NGX_ERROR;
                 }
+
+            } else if (eol - p > 11
+                       && ngx_strncasecmp(p, (u_char *) "connection:", 11)
+                          == 0
+                       && ngx_strlcasestrn(p + 11, eol, (u_char *) "close",
+                                           4)
+                          != NULL)
+            {
+                call->keepalive = 0;
             }
         }
 
@@ -401,6 +493,11 @@ ngx_http_llm_sidecar_parse(ngx_http_llm_sidecar_call_t *call, ngx_uint_t eof)
 
     if (call->content_length >= 0) {
         if (b->last - call->body >= call->content_length) {
+            if (b->last - call->body > call->content_length) {
+                /* more than the answer: the connection is not reusable */
+                call->keepalive = 0;
+            }
+
             b->last = call->body + call->content_length;
             return NGX_OK;
         }
@@ -410,6 +507,8 @@ ngx_http_llm_sidecar_parse(ngx_http_llm_sidecar_call_t *call, ngx_uint_t eof)
 
     /* no length: the body ends with the connection */
 
+    call->keepalive = 0;
+
     return eof ? NGX_OK : NGX_AGAIN;
 }
 
@@ -418,13 +517,47 @@ static void
 ngx_http_llm_sidecar_finish(ngx_http_llm_sidecar_call_t *call,
     ngx_int_t status)
 {
-    ngx_str_t   body;
-    ngx_pool_t *pool;
+    ngx_str_t          body;
+    ngx_pool_t        *pool;
+    ngx_connection_t  *c;
 
-    if (call->peer.connection) {
-        ngx_close_connection(call->peer.connection);
-        call->peer.connection = NULL;
+    c = call->peer.connection;
+
+    if (status == NGX_ERROR && call->reused
+        && (call->in == NULL || call->in->last == call->in->start))
+    {
+
+        /*
+         * the sidecar closed an idle connection (restart, its idle
+         * timeout) as it was taken: once more on a new connection
+         */
+
+        ngx_close_connection(c);
+
+        call->reused = 0;
+        call->out->pos = call->out->start;
+
+        if (ngx_http_llm_sidecar_connect(call) == NGX_OK) {
+            return;
+        }
+
+        c = NULL;
     }
+
+    if (c) {
+        call->peer.connection = NULL;
+
+        if (status > 0 && call->keepalive && !c->read->eof
+            && !c->read->error && !c->error && !ngx_exiting && !ngx_terminate)
+        {
+            ngx_http_llm_sidecar_idle_put(c);
+
+        } else {
+            ngx_close_connection(c);
+        }
+    }
+
+    ngx_http_llm_sidecar_set_up(status > 0);
 
     ngx_str_null(&body);
 
@@ -439,6 +572,134 @@ ngx_http_llm_sidecar_finish(ngx_http_llm_sidecar_call_t *call,
 
     pool = call->pool;
     ngx_destroy_pool(pool);
+}
+
+
+/* keepalive */
+
+static ngx_connection_t *
+ngx_http_llm_sidecar_idle_get(void)
+{
+    ngx_queue_t                  *q;
+    ngx_connection_t             *c;
+    ngx_http_llm_sidecar_idle_t  *item;
+
+    if (ngx_http_llm_sidecar_cache.next == NULL
+        || ngx_queue_empty(&ngx_http_llm_sidecar_cache))
+    {
+        return NULL;
+    }
+
+    q = ngx_queue_head(&ngx_http_llm_sidecar_cache);
+    ngx_queue_remove(q);
+    ngx_queue_insert_head(&ngx_http_llm_sidecar_free, q);
+
+    item = ngx_queue_data(q, ngx_http_llm_sidecar_idle_t, queue);
+    c = item->connection;
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    c->idle = 0;
+    c->read->cancelable = 0;
+
+    ngx_http_llm_sidecar_count(NGX_HTTP_LLM_LINK_REUSE);
+
+    return c;
+}
+
+
+static void
+ngx_http_llm_sidecar_idle_put(ngx_connection_t *c)
+{
+    ngx_queue_t                  *q;
+    ngx_http_llm_sidecar_idle_t  *item;
+
+    if (ngx_http_llm_sidecar_free.next == NULL || c->read->ready) {
+        /* no keepalive, or bytes nobody asked for: not reusable */
+        ngx_close_connection(c);
+        return;
+    }
+
+    if (c->read->timer_set) {
+        ngx_del_timer(c->read);
+    }
+
+    if (c->write->timer_set) {
+        ngx_del_timer(c->write);
+    }
+
+    if (ngx_queue_empty(&ngx_http_llm_sidecar_free)) {
+        /* the pool is full: the least recently used one goes */
+        q = ngx_queue_last(&ngx_http_llm_sidecar_cache);
+        item = ngx_queue_data(q, ngx_http_llm_sidecar_idle_t, queue);
+        ngx_http_llm_sidecar_idle_close(item->connection);
+    }
+
+    q = ngx_queue_head(&ngx_http_llm_sidecar_free);
+    ngx_queue_remove(q);
+    ngx_queue_insert_head(&ngx_http_llm_sidecar_cache, q);
+
+    item = ngx_queue_data(q, ngx_http_llm_sidecar_idle_t, queue);
+    item->connection = c;
+
+    c->data = item;
+    c->pool = NULL;
+    c->log = &ngx_http_llm_sidecar_idle_log;
+    c->read->log = c->log;
+    c->write->log = c->log;
+    c->idle = 1;
+    c->read->handler = ngx_http_llm_sidecar_idle_handler;
+    c->write->handler = ngx_http_empty_handler;
+
+    /* an idle connection never holds up an exiting worker */
+    c->read->cancelable = 1;
+    ngx_add_timer(c->read, NGX_HTTP_LLM_SIDECAR_IDLE_TIMEOUT);
+}
+
+
+static void
+ngx_http_llm_sidecar_idle_handler(ngx_event_t *ev)
+{
+    char               buf[1];
+    ssize_t            n;
+    ngx_connection_t  *c;
+
+    c = ev->data;
+
+    if (c->close || ev->timedout) {
+        ngx_http_llm_sidecar_idle_close(c);
+        return;
+    }
+
+    /* the sidecar closed it (restart, idle timeout), or spoke out of turn */
+
+    n = recv(c->fd, buf, 1, MSG_PEEK);
+
+    if (n == -1 && ngx_socket_errno == NGX_EAGAIN) {
+        ev->ready = 0;
+
+        if (ngx_handle_read_event(ev, 0) == NGX_OK) {
+            return;
+        }
+    }
+
+    ngx_http_llm_sidecar_idle_close(c);
+}
+
+
+static void
+ngx_http_llm_sidecar_idle_close(ngx_connection_t *c)
+{
+    ngx_http_llm_sidecar_idle_t  *item;
+
+    item = c->data;
+
+    ngx_queue_remove(&item->queue);
+    ngx_queue_insert_head(&ngx_http_llm_sidecar_free, &item->queue);
+
+    ngx_close_connection(c);
 }
 
 
@@ -464,7 +725,7 @@ ngx_http_llm_sidecar_strerror(ngx_int_t status)
 
 void
 ngx_http_llm_sidecar_log_failure(ngx_http_llm_sidecar_conf_t *scf,
-    const char *what, ngx_int_t status, const char *then)
+    ngx_uint_t level, const char *what, ngx_int_t status, const char *then)
 {
     ngx_http_llm_sidecar_fail_count++;
 
@@ -479,14 +740,14 @@ ngx_http_llm_sidecar_log_failure(ngx_http_llm_sidecar_conf_t *scf,
     ngx_http_llm_sidecar_fail_log_at = ngx_current_msec;
 
     if (status > 0) {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+        ngx_log_error(level, ngx_cycle->log, 0,
                       "llm sidecar %V %s answered %i (%ui failures in this "
                       "worker since the last report): %s; check the "
                       "sidecar's log", &scf->addr->name, what, status,
                       ngx_http_llm_sidecar_fail_count, then);
 
     } else {
-        ngx_log_error(NGX_LOG_ERR, ngx_cycle->log, 0,
+        ngx_log_error(level, ngx_cycle->log, 0,
                       "llm sidecar %V %s %s (%ui failures in this worker "
                       "since the last report): %s; check that llm-sidecar "
                       "runs and listens there", &scf->addr->name, what,
@@ -495,6 +756,59 @@ ngx_http_llm_sidecar_log_failure(ngx_http_llm_sidecar_conf_t *scf,
     }
 
     ngx_http_llm_sidecar_fail_count = 0;
+}
+
+
+void
+ngx_http_llm_sidecar_count(ngx_uint_t counter)
+{
+    if (ngx_http_llm_sidecar_sh) {
+        (void) ngx_atomic_fetch_add(&ngx_http_llm_sidecar_sh->link[counter],
+                                    1);
+    }
+}
+
+
+static void
+ngx_http_llm_sidecar_set_up(ngx_uint_t up)
+{
+    ngx_http_llm_spool_shctx_t  *sh;
+
+    sh = ngx_http_llm_sidecar_sh;
+
+    if (sh == NULL) {
+        return;
+    }
+
+    /* every worker's exchanges tell all of them (one monotonic clock) */
+
+    sh->up = up;
+    sh->failed_at = up ? 0 : (ngx_current_msec ? ngx_current_msec : 1);
+}
+
+
+/*
+ * Whether a route call is worth making: not within BACKOFF ms of the last
+ * exchange, of any worker, if it failed; so that a dead or hung sidecar
+ * costs requests nothing (they take the static route at once) instead of
+ * a connect or a timeout each. The usage spool's tick keeps trying every
+ * 100 ms while records wait, and its first success opens the way again.
+ */
+
+ngx_uint_t
+ngx_http_llm_sidecar_available(void)
+{
+    ngx_msec_t  failed_at;
+
+    if (ngx_http_llm_sidecar_sh == NULL) {
+        return 1;
+    }
+
+    failed_at = (ngx_msec_t) ngx_http_llm_sidecar_sh->failed_at;
+
+    return failed_at == 0
+           || (ngx_msec_int_t) (ngx_current_msec - failed_at)
+              >= NGX_HTTP_LLM_SIDECAR_BACKOFF;
 }
 
 
@@ -618,7 +932,10 @@ ngx_http_llm_spool_put(ngx_http_llm_spool_t *spool, u_char *rec, size_t len)
 ngx_int_t
 ngx_http_llm_sidecar_init_process(ngx_cycle_t *cycle)
 {
-    ngx_http_llm_main_conf_t  *lmcf;
+    ngx_uint_t                    i;
+    ngx_http_llm_spool_t         *spool;
+    ngx_http_llm_main_conf_t     *lmcf;
+    ngx_http_llm_sidecar_idle_t  *items;
 
     if (ngx_process != NGX_PROCESS_WORKER && ngx_process != NGX_PROCESS_SINGLE)
     {
@@ -629,6 +946,29 @@ ngx_http_llm_sidecar_init_process(ngx_cycle_t *cycle)
 
     if (lmcf == NULL || lmcf->sidecar.addr == NULL) {
         return NGX_OK;
+    }
+
+    spool = lmcf->sidecar.spool->data;
+    ngx_http_llm_sidecar_sh = spool->sh;
+
+    /* keepalive: a bounded pool of idle connections to the sidecar */
+
+    if (lmcf->sidecar.keepalive) {
+        items = ngx_pcalloc(cycle->pool, lmcf->sidecar.keepalive
+                                         * sizeof(ngx_http_llm_sidecar_idle_t));
+        if (items == NULL) {
+            return NGX_ERROR;
+        }
+
+        ngx_queue_init(&ngx_http_llm_sidecar_cache);
+        ngx_queue_init(&ngx_http_llm_sidecar_free);
+
+        for (i = 0; i < lmcf->sidecar.keepalive; i++) {
+            ngx_queue_insert_head(&ngx_http_llm_sidecar_free, &items[i].queue);
+        }
+
+        ngx_http_llm_sidecar_idle_log = *cycle->log;
+        ngx_http_llm_sidecar_idle_log.log_level = NGX_LOG_ALERT;
     }
 
     ngx_http_llm_spool_timer.handler = ngx_http_llm_spool_tick;
@@ -813,6 +1153,8 @@ ngx_http_llm_spool_flush(ngx_cycle_t *cycle, ngx_http_llm_sidecar_conf_t *scf)
                    "llm sidecar: usage batch of %ui records, %uz bytes",
                    batch->records, body.len);
 
+    ngx_http_llm_sidecar_count(NGX_HTTP_LLM_LINK_USAGE_CALL);
+
     if (ngx_http_llm_sidecar_call(scf->addr, "/v1/usage", &body,
                                   scf->timeout, ngx_http_llm_spool_done,
                                   batch)
@@ -892,10 +1234,26 @@ ngx_http_llm_spool_report(ngx_http_llm_spool_batch_t *batch, ngx_int_t status,
 
     ngx_shmtx_unlock(&spool->shpool->mutex);
 
+    if (status < 200 || status >= 300) {
+        ngx_http_llm_sidecar_count(NGX_HTTP_LLM_LINK_USAGE_ERROR);
+    }
+
     if (status >= 200 && status < 300) {
         ngx_log_debug1(NGX_LOG_DEBUG_HTTP, ngx_cycle->log, 0,
                        "llm sidecar: usage batch of %ui records delivered",
                        batch->records);
+
+        /*
+         * a full batch waiting goes now, not at the next tick, so delivery
+         * keeps up with the request rate (one batch per tick would cap it
+         * at batch x 10 records/s); less waits for the tick, so that
+         * batches stay large and the sidecar is woken up less often
+         */
+
+        if (lmcf && sh->records >= lmcf->sidecar.batch && !ngx_terminate) {
+            ngx_http_llm_spool_flush((ngx_cycle_t *) ngx_cycle,
+                                     &lmcf->sidecar);
+        }
 
         if (body && body->len
             && ngx_strlcasestrn(body->data, body->data + body->len,
@@ -919,7 +1277,8 @@ ngx_http_llm_spool_report(ngx_http_llm_spool_batch_t *batch, ngx_int_t status,
     }
 
     if (lmcf) {
-        ngx_http_llm_sidecar_log_failure(&lmcf->sidecar, "usage delivery",
+        ngx_http_llm_sidecar_log_failure(&lmcf->sidecar, NGX_LOG_WARN,
+                                         "usage delivery",
                                          status,
                                          "records stay spooled and are "
                                          "retried");
@@ -1048,8 +1407,9 @@ ngx_http_llm_sidecar_record(ngx_http_request_t *r)
 
 
 /*
- * llm_metrics: the usage spool of this node. Capacity is in bytes because
- * records differ in length; the alert rules use the byte ratio.
+ * llm_metrics: the usage spool of this node and the link's counters.
+ * Capacity is in bytes because records differ in length; the alert rules
+ * use the byte ratio.
  */
 
 static ngx_http_llm_metrics_family_t  ngx_http_llm_spool_families[] = {
@@ -1064,6 +1424,44 @@ static ngx_http_llm_metrics_family_t  ngx_http_llm_spool_families[] = {
 };
 
 
+static ngx_http_llm_metrics_family_t  ngx_http_llm_link_families[] = {
+    { "llm_sidecar_up", "gauge",
+      "Whether the last exchange with the sidecar got an answer (1) "
+      "or failed (0)." },
+    { "llm_sidecar_calls_total", "counter",
+      "Calls to the sidecar by endpoint." },
+    { "llm_sidecar_errors_total", "counter",
+      "Calls to the sidecar that failed: unreachable, timed out, garbled "
+      "or an error status." },
+    { "llm_sidecar_connections_total", "counter",
+      "Connections to the sidecar opened and idle ones reused (keepalive)." },
+    { "llm_route_decisions_total", "counter",
+      "Route decisions applied, by source: a fresh sidecar answer, the "
+      "decision cache, or the static route (fallback) when the sidecar "
+      "failed." }
+};
+
+
+typedef struct {
+    ngx_uint_t                    family;
+    const char                   *labels;
+    ngx_uint_t                    counter;
+} ngx_http_llm_link_series_t;
+
+
+static ngx_http_llm_link_series_t  ngx_http_llm_link_series[] = {
+    { 1, "call=\"route\"", NGX_HTTP_LLM_LINK_ROUTE_CALL },
+    { 1, "call=\"usage\"", NGX_HTTP_LLM_LINK_USAGE_CALL },
+    { 2, "call=\"route\"", NGX_HTTP_LLM_LINK_ROUTE_ERROR },
+    { 2, "call=\"usage\"", NGX_HTTP_LLM_LINK_USAGE_ERROR },
+    { 3, "kind=\"opened\"", NGX_HTTP_LLM_LINK_CONNECT },
+    { 3, "kind=\"reused\"", NGX_HTTP_LLM_LINK_REUSE },
+    { 4, "source=\"sidecar\"", NGX_HTTP_LLM_LINK_DECISION_SIDECAR },
+    { 4, "source=\"cache\"", NGX_HTTP_LLM_LINK_DECISION_CACHE },
+    { 4, "source=\"fallback\"", NGX_HTTP_LLM_LINK_DECISION_FALLBACK }
+};
+
+
 ngx_chain_t **
 ngx_http_llm_sidecar_metrics(ngx_http_request_t *r, ngx_chain_t **ll,
     off_t *len)
@@ -1071,7 +1469,9 @@ ngx_http_llm_sidecar_metrics(ngx_http_request_t *r, ngx_chain_t **ll,
     u_char                       *p;
     uint64_t                      v[5];
     ngx_buf_t                    *b;
-    ngx_uint_t                    f, n;
+    ngx_str_t                    *zone;
+    ngx_uint_t                    f, i, n;
+    ngx_atomic_uint_t             link[NGX_HTTP_LLM_LINK_COUNTERS];
     ngx_http_llm_spool_t         *spool;
     ngx_http_llm_main_conf_t     *lmcf;
     ngx_http_llm_spool_shctx_t   *sh;
@@ -1101,11 +1501,17 @@ ngx_http_llm_sidecar_metrics(ngx_http_request_t *r, ngx_chain_t **ll,
 
     ngx_shmtx_unlock(&spool->shpool->mutex);
 
+    for (i = 0; i < NGX_HTTP_LLM_LINK_COUNTERS; i++) {
+        link[i] = sh->link[i];
+    }
+
+    zone = &scf->spool->shm.name;
+
     n = sizeof(ngx_http_llm_spool_families)
         / sizeof(ngx_http_llm_metrics_family_t);
 
-    b = ngx_create_temp_buf(r->pool, n * (256 + scf->spool->shm.name.len
-                                          + NGX_INT64_LEN));
+    b = ngx_create_temp_buf(r->pool, n * (256 + zone->len + NGX_INT64_LEN)
+                                     + 4096);
     if (b == NULL) {
         return NULL;
     }
@@ -1115,8 +1521,25 @@ ngx_http_llm_sidecar_metrics(ngx_http_request_t *r, ngx_chain_t **ll,
     for (f = 0; f < n; f++) {
         p = ngx_http_llm_metrics_family(p, &ngx_http_llm_spool_families[f]);
         p = ngx_sprintf(p, "%s{zone=\"%V\"} %uL\n",
-                        ngx_http_llm_spool_families[f].name,
-                        &scf->spool->shm.name, v[f]);
+                        ngx_http_llm_spool_families[f].name, zone, v[f]);
+    }
+
+    p = ngx_http_llm_metrics_family(p, &ngx_http_llm_link_families[0]);
+    p = ngx_sprintf(p, "llm_sidecar_up %ui\n", (ngx_uint_t) (sh->up ? 1 : 0));
+
+    n = sizeof(ngx_http_llm_link_series) / sizeof(ngx_http_llm_link_series_t);
+
+    for (i = 0; i < n; i++) {
+        f = ngx_http_llm_link_series[i].family;
+
+        if (i == 0 || f != ngx_http_llm_link_series[i - 1].family) {
+            p = ngx_http_llm_metrics_family(p, &ngx_http_llm_link_families[f]);
+        }
+
+        p = ngx_sprintf(p, "%s{%s} %uA\n",
+                        ngx_http_llm_link_families[f].name,
+                        ngx_http_llm_link_series[i].labels,
+                        link[ngx_http_llm_link_series[i].counter]);
     }
 
     b->last = p;
@@ -1170,7 +1593,8 @@ ngx_http_llm_sidecar_json_str(u_char *p, u_char *last, ngx_str_t *s)
 
 /*
  * llm_sidecar unix:/path [timeout=200ms] [fail=open|closed]
- *             [spool=name:size] [decisions=name:size] [batch=N];
+ *             [spool=name:size] [decisions=name:size] [batch=N]
+ *             [keepalive=N];
  */
 
 char *
@@ -1218,6 +1642,7 @@ ngx_http_llm_sidecar_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     scf->addr = &u.addrs[0];
     scf->timeout = 200;
     scf->batch = 500;
+    scf->keepalive = 8;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -1254,6 +1679,20 @@ ngx_http_llm_sidecar_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             scf->batch = n;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "keepalive=", 10) == 0) {
+            n = ngx_atoi(value[i].data + 10, value[i].len - 10);
+
+            if (n == NGX_ERROR || n > 1024) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "llm_sidecar \"%V\": keepalive must be "
+                                   "between 0 and 1024", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            scf->keepalive = n;
             continue;
         }
 
@@ -1330,7 +1769,8 @@ invalid:
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "invalid llm_sidecar parameter \"%V\"; expected "
                        "timeout=TIME, fail=open|closed, spool=NAME:SIZE, "
-                       "decisions=NAME:SIZE or batch=N", &value[i]);
+                       "decisions=NAME:SIZE, batch=N or keepalive=N",
+                       &value[i]);
     return NGX_CONF_ERROR;
 }
 

@@ -18,6 +18,19 @@
 #include <ngx_http.h>
 
 
+/* link counters in the spool zone, see ngx_http_llm_sidecar_count() */
+#define NGX_HTTP_LLM_LINK_ROUTE_CALL        0   /* POST /v1/route sent */
+#define NGX_HTTP_LLM_LINK_ROUTE_ERROR       1   /* ... and failed */
+#define NGX_HTTP_LLM_LINK_USAGE_CALL        2   /* POST /v1/usage sent */
+#define NGX_HTTP_LLM_LINK_USAGE_ERROR       3   /* ... and failed */
+#define NGX_HTTP_LLM_LINK_CONNECT           4   /* connections opened */
+#define NGX_HTTP_LLM_LINK_REUSE             5   /* idle connections reused */
+#define NGX_HTTP_LLM_LINK_DECISION_SIDECAR  6   /* decisions by source */
+#define NGX_HTTP_LLM_LINK_DECISION_CACHE    7
+#define NGX_HTTP_LLM_LINK_DECISION_FALLBACK 8
+#define NGX_HTTP_LLM_LINK_COUNTERS          9
+
+
 /* $llm_route_status */
 #define NGX_HTTP_LLM_ROUTE_NONE         0   /* not routed (llm_route off) */
 #define NGX_HTTP_LLM_ROUTE_SIDECAR      1   /* fresh decision */
@@ -43,6 +56,7 @@ typedef struct {
     ngx_msec_t                  timeout;
     ngx_flag_t                  fail_closed;
     ngx_uint_t                  batch;          /* records per POST */
+    ngx_uint_t                  keepalive;      /* idle connections */
     ngx_shm_zone_t             *spool;
     ngx_shm_zone_t             *decisions;
     ngx_int_t                   request_id_index;
@@ -67,6 +81,7 @@ typedef struct {
     ngx_http_llm_sidecar_call_t *call;          /* route call in flight */
     uint64_t                    decision_key;
     ngx_uint_t                  route_status;   /* NGX_HTTP_LLM_ROUTE_* */
+    struct ngx_http_llm_prompt_shape_s *shape;  /* Anthropic: the layout */
 } ngx_http_llm_sidecar_ctx_t;
 
 
@@ -99,10 +114,20 @@ ngx_chain_t **ngx_http_llm_sidecar_metrics(ngx_http_request_t *r,
 /* s as a JSON string, quotes included; returns last when it does not fit */
 u_char *ngx_http_llm_sidecar_json_str(u_char *p, u_char *last, ngx_str_t *s);
 
-/* failures of the link, logged once per interval per worker */
+/* 0 for a while after a failed exchange: route requests fail open at once */
+ngx_uint_t ngx_http_llm_sidecar_available(void);
+
+/* counts one event of the link (NGX_HTTP_LLM_LINK_*) for llm_metrics */
+void ngx_http_llm_sidecar_count(ngx_uint_t counter);
+
+/*
+ * failures of the link, logged once per interval per worker: at "warn"
+ * while requests are served and records kept (fail-open, spooled), at
+ * "error" when requests are refused (fail=closed)
+ */
 const char *ngx_http_llm_sidecar_strerror(ngx_int_t status);
 void ngx_http_llm_sidecar_log_failure(ngx_http_llm_sidecar_conf_t *scf,
-    const char *what, ngx_int_t status, const char *then);
+    ngx_uint_t level, const char *what, ngx_int_t status, const char *then);
 
 /* routing (ngx_http_llm_route.c): the decision cache zone, the ctx */
 ngx_int_t ngx_http_llm_route_init_zone(ngx_shm_zone_t *shm_zone, void *data);

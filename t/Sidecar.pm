@@ -11,6 +11,7 @@ package Sidecar;
 # holds the socket path for the nginx configurations.
 #
 #   Sidecar::stop()              SIGTERM, wait
+#   Sidecar::kill_hard()         SIGKILL, wait (no goodbye to its clients)
 #   Sidecar::start_later($s)     start it again after $s seconds (from an
 #                                "--- init", while the block's requests run)
 #   Sidecar::request($method, $path, $body, $token) -> ($status, $body)
@@ -128,6 +129,13 @@ sub stop {
         kill 'KILL', $pid;
         waitpid($pid, 0);
     }
+    undef $pid;
+}
+
+sub kill_hard {
+    return unless $pid;
+    kill 'KILL', $pid;
+    waitpid($pid, 0);
     undef $pid;
 }
 
