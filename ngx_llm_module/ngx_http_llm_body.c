@@ -183,7 +183,8 @@ ngx_http_llm_body_read(ngx_http_request_t *r)
 void
 ngx_http_llm_body_resume(ngx_http_request_t *r, ngx_int_t rc)
 {
-    ngx_http_llm_ctx_t  *ctx;
+    ngx_http_llm_ctx_t       *ctx;
+    ngx_http_llm_loc_conf_t  *llcf;
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
 
@@ -199,6 +200,15 @@ ngx_http_llm_body_resume(ngx_http_request_t *r, ngx_int_t rc)
     }
 
     ctx->status = NGX_DECLINED;
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
+
+    if (llcf->retry.enable && ctx->req.stream == 1
+        && ngx_http_llm_retry_install(r) != NGX_OK)
+    {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
 
     r->write_event_handler = ngx_http_core_run_phases;
     ngx_http_core_run_phases(r);

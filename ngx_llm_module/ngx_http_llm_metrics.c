@@ -52,6 +52,7 @@ typedef struct {
     ngx_atomic_t                limit[NGX_HTTP_LLM_METRICS_LIMIT];
     ngx_atomic_t                tokens[NGX_HTTP_LLM_METRICS_TOKENS];
     ngx_atomic_t                upstream[NGX_HTTP_LLM_METRICS_CLASSES];
+    ngx_atomic_t                retries[NGX_HTTP_LLM_RETRY_REASONS];
     ngx_http_llm_metrics_hist_t ttft;
     ngx_http_llm_metrics_hist_t duration;
 } ngx_http_llm_metrics_slot_t;
@@ -151,7 +152,8 @@ static ngx_uint_t  ngx_http_llm_metrics_series[] = {
     NGX_HTTP_LLM_METRICS_BUCKETS + 2,
     NGX_HTTP_LLM_METRICS_BUCKETS + 2,
     0,
-    0
+    0,
+    NGX_HTTP_LLM_RETRY_REASONS
 };
 
 
@@ -176,7 +178,10 @@ static ngx_http_llm_metrics_family_t  ngx_http_llm_metrics_families[] = {
     { "llm_metrics_models", "gauge",
       "Models with their own label; later ones count as \"other\"." },
     { "llm_metrics_models_limit", "gauge",
-      "The models= limit of llm_metrics_zone." }
+      "The models= limit of llm_metrics_zone." },
+    { "llm_upstream_retries_total", "counter",
+      "Tries given up for the next upstream server before the first token "
+      "(llm_retry), by reason." }
 };
 
 
@@ -582,6 +587,15 @@ ngx_http_llm_metrics_account(ngx_http_request_t *r)
         }
     }
 
+    if (ctx->retry) {
+        for (i = 0; i < NGX_HTTP_LLM_RETRY_REASONS; i++) {
+            if (ctx->retry->reasons[i]) {
+                (void) ngx_atomic_fetch_add(&slot->retries[i],
+                                            ctx->retry->reasons[i]);
+            }
+        }
+    }
+
     if (ctx->ttft && ctx->start) {
         ngx_http_llm_metrics_observe(&slot->ttft,
                                      (ngx_msec_int_t) (ctx->ttft
@@ -880,6 +894,18 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
             case 7:
                 p = ngx_http_llm_metrics_hist(p, fam->name, slot,
                                               &slot->duration);
+                break;
+
+            case 10:
+                for (j = 0; j < NGX_HTTP_LLM_RETRY_REASONS; j++) {
+                    n = slot->retries[j];
+                    if (n) {
+                        p = ngx_sprintf(p, "%s{model=\"%*s\",reason=\"%s\"}"
+                                        " %uA\n", fam->name, slot->len,
+                                        slot->name,
+                                        ngx_http_llm_retry_reasons[j], n);
+                    }
+                }
                 break;
 
             default:

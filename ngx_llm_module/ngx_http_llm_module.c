@@ -259,6 +259,20 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       offsetof(ngx_http_llm_loc_conf_t, link),
       NULL },
 
+    { ngx_string("llm_retry"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_http_llm_retry_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, retry.enable),
+      NULL },
+
+    { ngx_string("llm_first_token_timeout"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE1,
+      ngx_conf_set_msec_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, retry.first_token_timeout),
+      NULL },
+
     { ngx_string("llm_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_ANY,
       ngx_http_llm_status,
@@ -436,6 +450,7 @@ ngx_http_llm_create_loc_conf(ngx_conf_t *cf)
     conf->sse_event_max_size = NGX_CONF_UNSET_SIZE;
     ngx_http_llm_cache_create_conf(&conf->cache);
     ngx_http_llm_limit_create_conf(&conf->limit);
+    ngx_http_llm_retry_create_conf(&conf->retry);
 
     return conf;
 }
@@ -470,6 +485,12 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     if (ngx_http_llm_sidecar_merge_conf(cf, &prev->link, &conf->link)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_llm_retry_merge_conf(cf, &prev->retry, &conf->retry)
         != NGX_CONF_OK)
     {
         return NGX_CONF_ERROR;

@@ -23,6 +23,7 @@
 #include "ngx_http_llm_metrics.h"
 #include "ngx_http_llm_sidecar.h"
 #include "ngx_http_llm_balancer.h"
+#include "ngx_http_llm_retry.h"
 
 
 #define NGX_HTTP_LLM_API_AUTO           0xff
@@ -65,6 +66,7 @@ typedef struct {
     ngx_http_llm_limit_conf_t   limit;
     ngx_str_t                   status;         /* llm_status page */
     ngx_http_llm_sidecar_loc_conf_t  link;      /* llm_team, llm_route */
+    ngx_http_llm_retry_conf_t   retry;          /* llm_retry */
 } ngx_http_llm_loc_conf_t;
 
 
@@ -94,6 +96,7 @@ typedef struct {
     ngx_http_llm_limit_ctx_t    limit;          /* rate limit holds */
     ngx_http_llm_sidecar_ctx_t *link;           /* sidecar route, team */
     ngx_http_llm_balancer_ctx_t bal;            /* llm_balance picks */
+    ngx_http_llm_retry_t       *retry;          /* llm_retry, or NULL */
 
     /* event-aligned output when the usage-only chunk is stripped */
     ngx_buf_t                  *pending;        /* partial event bytes */
