@@ -162,6 +162,16 @@ ngx_http_llm_retry_merge_conf(ngx_conf_t *cf, ngx_http_llm_retry_conf_t *prev,
         return NGX_CONF_ERROR;
     }
 
+    if (!ucf->request_buffering) {
+        /* nginx does not retry a request whose body it streamed */
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"llm_retry on\" cannot retry with "
+                           "\"proxy_request_buffering off\" in location "
+                           "\"%V\"", &clcf->name);
+        cf->conf_file = saved;
+        return NGX_CONF_ERROR;
+    }
+
     p = buf;
 
     if (!(mask & NGX_HTTP_UPSTREAM_FT_ERROR)) {

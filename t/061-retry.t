@@ -541,3 +541,58 @@ Content-Type: application/json
  qr/\A(data: \{[^\n]*"chat\.completion\.chunk"[^\n]*\}\n\n){6}data: \[DONE\]\n\n\z/s,
  qr/\A(data: \{[^\n]*"chat\.completion\.chunk"[^\n]*\}\n\n){6}data: \[DONE\]\n\n\z/s,
  qr/llm_upstream_retries_total\{model="m",reason="error_event"\} 1\nllm_upstream_retries_total\{model="m",reason="eof"\} 1\nllm_upstream_retries_total\{model="m",reason="first_token_timeout"\} 1\n/]
+
+
+
+=== TEST 16: nginx -t rejects llm_retry with proxy_request_buffering off
+--- config
+    location /v1/ {
+        llm_gateway on;
+        llm_retry on;
+        proxy_request_buffering off;
+        proxy_next_upstream error timeout invalid_header non_idempotent;
+        proxy_pass http://err_ok;
+    }
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*"llm_retry on" cannot retry with "proxy_request_buffering off" in location "\/v1\/" in .*nginx\.conf:\d+/
+
+
+
+=== TEST 17: with llm_balance: the failed try counts for max_fails through
+nginx's own next-upstream path, the balancer's charges are all released
+--- http_config eval
+$::http_config . <<"_EOC_";
+    llm_metrics_zone retry061:1m;
+    upstream bal {
+        llm_balance least_tokens;
+        server 127.0.0.1:$::E max_fails=5 fail_timeout=60s;
+        server 127.0.0.1:$::B;
+    }
+_EOC_
+--- config
+    location /v1/ {
+        llm_gateway on;
+        llm_retry on;
+        proxy_next_upstream error timeout invalid_header non_idempotent;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        add_header X-Peer $llm_upstream_peer always;
+        proxy_pass http://bal;
+    }
+    location = /metrics {
+        llm_metrics;
+    }
+--- request eval
+["POST /v1/chat/completions\n$::chat",
+ "POST /v1/chat/completions\n$::chat",
+ "POST /v1/chat/completions\n$::chat",
+ "POST /v1/chat/completions\n$::chat",
+ "GET /metrics"]
+--- error_code eval
+[200, 200, 200, 200, 200]
+--- response_headers eval
+[("x-mock-instance: b\nX-Peer: 127.0.0.1:$::B") x 4, ""]
+--- response_body_like eval
+[(qr/data: \[DONE\]\n\n\z/) x 4,
+ qr/llm_upstream_retries_total\{model="m",reason="error_event"\} [1-4]\n.*llm_balancer_outstanding_tokens\{upstream="bal",peer="127\.0\.0\.1:$::E"\} 0\nllm_balancer_outstanding_tokens\{upstream="bal",peer="127\.0\.0\.1:$::B"\} 0\n.*llm_balancer_inflight\{upstream="bal",peer="127\.0\.0\.1:$::E"\} 0\nllm_balancer_inflight\{upstream="bal",peer="127\.0\.0\.1:$::B"\} 0\n/s]
