@@ -125,7 +125,7 @@ test: deps
 
 -include ngx_llm_module/tests/unit.mk
 -include fuzz/fuzz.mk asan.mk obs.mk bench/limit.mk bench/cache.mk \
-         bench/balance.mk bench/route.mk
+         bench/balance.mk bench/route.mk bench/retry.mk
 
 test-mock: mock
 	$(MAKE) -s -C mock test

@@ -151,9 +151,9 @@ static ngx_uint_t  ngx_http_llm_metrics_series[] = {
     NGX_HTTP_LLM_METRICS_CLASSES,
     NGX_HTTP_LLM_METRICS_BUCKETS + 2,
     NGX_HTTP_LLM_METRICS_BUCKETS + 2,
+    NGX_HTTP_LLM_RETRY_REASONS,
     0,
-    0,
-    NGX_HTTP_LLM_RETRY_REASONS
+    0
 };
 
 
@@ -175,13 +175,13 @@ static ngx_http_llm_metrics_family_t  ngx_http_llm_metrics_families[] = {
       "Time from the request to the first output token." },
     { "llm_request_duration_seconds", "histogram",
       "Time from the request to the end of the answer." },
+    { "llm_upstream_retries_total", "counter",
+      "Tries given up for the next upstream server (llm_retry), by "
+      "reason." },
     { "llm_metrics_models", "gauge",
       "Models with their own label; later ones count as \"other\"." },
     { "llm_metrics_models_limit", "gauge",
-      "The models= limit of llm_metrics_zone." },
-    { "llm_upstream_retries_total", "counter",
-      "Tries given up for the next upstream server before the first token "
-      "(llm_retry), by reason." }
+      "The models= limit of llm_metrics_zone." }
 };
 
 
@@ -896,7 +896,7 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
                                               &slot->duration);
                 break;
 
-            case 10:
+            case 8:
                 for (j = 0; j < NGX_HTTP_LLM_RETRY_REASONS; j++) {
                     n = slot->retries[j];
                     if (n) {
@@ -913,10 +913,10 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
             }
         }
 
-        if (f == 8) {
+        if (f == 9) {
             p = ngx_sprintf(p, "%s %ui\n", fam->name, used);
 
-        } else if (f == 9) {
+        } else if (f == 10) {
             p = ngx_sprintf(p, "%s %ui\n", fam->name, zone->max);
         }
 
