@@ -106,7 +106,7 @@ char *
 ngx_http_llm_retry_merge_conf(ngx_conf_t *cf, ngx_http_llm_retry_conf_t *prev,
     ngx_http_llm_retry_conf_t *conf)
 {
-    u_char                    *p, buf[80];
+    u_char                    *p, buf[128];
     ngx_uint_t                 mask;
     ngx_conf_file_t           *saved, at;
     ngx_http_upstream_conf_t  *ucf;

@@ -596,3 +596,25 @@ _EOC_
 --- response_body_like eval
 [(qr/data: \[DONE\]\n\n\z/) x 4,
  qr/llm_upstream_retries_total\{model="m",reason="error_event"\} [1-4]\n.*llm_balancer_outstanding_tokens\{upstream="bal",peer="127\.0\.0\.1:$::E"\} 0\nllm_balancer_outstanding_tokens\{upstream="bal",peer="127\.0\.0\.1:$::B"\} 0\n.*llm_balancer_inflight\{upstream="bal",peer="127\.0\.0\.1:$::E"\} 0\nllm_balancer_inflight\{upstream="bal",peer="127\.0\.0\.1:$::B"\} 0\n/s]
+
+
+
+=== TEST 18: proxy_next_upstream with non_idempotent alone: a warning
+naming the three missing failures; a closed stream then gives up at once
+(502 in the API's shape) instead of trying the next server
+--- config
+    location /v1/ {
+        llm_gateway on;
+        llm_retry on;
+        proxy_next_upstream non_idempotent;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_pass http://close_ok;
+    }
+--- request eval
+"POST /v1/chat/completions\n$::chat"
+--- error_code: 502
+--- response_body_like: "code":"upstream_unavailable"
+--- error_log eval
+[qr/\[warn\] .*"proxy_next_upstream" of location "\/v1\/" lacks error \(closed streams\) timeout \(first token timeouts\) invalid_header \(error events\): "llm_retry on" does not retry these failures in .*nginx\.conf:\d+/,
+ qr/llm retry: eof from 127\.0\.0\.1:\d+, giving up after 1 try\b/]
