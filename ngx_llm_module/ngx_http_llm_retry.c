@@ -256,6 +256,21 @@ ngx_http_llm_retry_content_handler(ngx_http_request_t *r)
     rs = ctx->retry;
     base = r->upstream_states ? r->upstream_states->nelts : 0;
 
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
+    rs->timeout = llcf->retry.first_token_timeout;
+
+    if (rs->timeout) {
+        /* the timer goes with the request, however it ends */
+
+        cln = ngx_pool_cleanup_add(r->pool, 0);
+        if (cln == NULL) {
+            return NGX_HTTP_INTERNAL_SERVER_ERROR;
+        }
+
+        cln->handler = ngx_http_llm_retry_cleanup;
+        cln->data = rs;
+    }
+
     rc = rs->content_handler(r);
 
     u = r->upstream;
@@ -302,21 +317,10 @@ ngx_http_llm_retry_content_handler(ngx_http_request_t *r)
 
     ngx_http_llm_retry_reset(rs);
 
-    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
-    rs->timeout = llcf->retry.first_token_timeout;
-
     if (rs->timeout) {
         rs->timer.handler = ngx_http_llm_retry_timer;
         rs->timer.data = r;
         rs->timer.log = r->connection->log;
-
-        cln = ngx_pool_cleanup_add(r->pool, 0);
-        if (cln == NULL) {
-            return NGX_ERROR;
-        }
-
-        cln->handler = ngx_http_llm_retry_cleanup;
-        cln->data = rs;
 
         ngx_add_timer(&rs->timer, rs->timeout);
     }

@@ -517,7 +517,7 @@ $::http_config . "    llm_metrics_zone retry061:1m;\n"
     location /v1/ {
         llm_gateway on;
         llm_retry on;
-        llm_first_token_timeout 300ms;
+        llm_first_token_timeout 1s;
         proxy_next_upstream error timeout invalid_header non_idempotent;
         proxy_http_version 1.1;
         proxy_set_header Connection "";
@@ -533,7 +533,7 @@ $::http_config . "    llm_metrics_zone retry061:1m;\n"
  "GET /metrics"]
 --- more_headers
 Content-Type: application/json
---- timeout: 3
+--- timeout: 6
 --- error_code eval
 [200, 200, 200, 200]
 --- response_body_like eval
