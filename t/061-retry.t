@@ -11,6 +11,7 @@
 #   C  = base+5  closes after its first event (role / message_start)
 #   H  = base+6  SSE header, then nothing
 #   L  = base+7  closes after 2 tokens
+#   S  = base+8  answers 503                X  = base+9 nothing listens
 
 use FindBin; use lib $FindBin::Bin; use LLM;
 use Test::Nginx::Socket 'no_plan';
@@ -26,19 +27,21 @@ workers(2);
 
 our $base = $ENV{TEST_NGINX_MOCK_PORT};
 our $B = $ENV{TEST_NGINX_MOCK_B};
-our ($E, $E2, $C, $H, $L) = map { $base + $_ } 3 .. 7;
+our ($E, $E2, $C, $H, $L, $S, $X) = map { $base + $_ } 3 .. 9;
 
 $ENV{TEST_NGINX_MOCK_E} = $E;
 $ENV{TEST_NGINX_MOCK_E2} = $E2;
 $ENV{TEST_NGINX_MOCK_C} = $C;
 $ENV{TEST_NGINX_MOCK_H} = $H;
 $ENV{TEST_NGINX_MOCK_L} = $L;
+$ENV{TEST_NGINX_MOCK_S} = $S;
+$ENV{TEST_NGINX_MOCK_X} = $X;
 
 my $faulty_pid;
 my $owner = $$;
 
 sub start_faulty {
-    for my $p ($E, $E2, $C, $H, $L) {
+    for my $p ($E, $E2, $C, $H, $L, $S, $X) {
         die "061-retry.t: 127.0.0.1:$p is busy\n" if LLM::listening($p);
     }
 
@@ -49,6 +52,7 @@ sub start_faulty {
                 "--listen", "127.0.0.1:$H,name=hang,fault=hang-first-token",
                 "--listen", "127.0.0.1:$L,name=late,"
                             . "fault=close-mid-stream,fault_after=2",
+                "--listen", "127.0.0.1:$S,name=s503,status=503",
                 "--ttft-ms", "5", "--itl-ms", "2", "--quiet");
 
     my $pid = fork();
@@ -129,6 +133,14 @@ our $http_config = <<'_EOC_';
     }
     upstream ok_only {
         server 127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+    upstream s503_ok {
+        server 127.0.0.1:$TEST_NGINX_MOCK_S max_fails=0;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B backup;
+    }
+    upstream refused_ok {
+        server 127.0.0.1:$TEST_NGINX_MOCK_X max_fails=0;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B backup;
     }
     upstream err_err {
         server 127.0.0.1:$TEST_NGINX_MOCK_E max_fails=0;
@@ -618,3 +630,57 @@ naming the three missing failures; a closed stream then gives up at once
 --- error_log eval
 [qr/\[warn\] .*"proxy_next_upstream" of location "\/v1\/" lacks error \(closed streams\) timeout \(first token timeouts\) invalid_header \(error events\): "llm_retry on" does not retry these failures in .*nginx\.conf:\d+/,
  qr/llm retry: eof from 127\.0\.0\.1:\d+, giving up after 1 try\b/]
+
+
+
+=== TEST 19: the other reasons: a 503 retried by proxy_next_upstream
+http_503 counts as "status", a refused connection as "error"; both in
+$llm_retries and in the metric
+--- http_config eval
+$::http_config . "    llm_metrics_zone retry061:1m;\n"
+--- config
+    location /v1/ {
+        llm_gateway on;
+        llm_retry on;
+        proxy_next_upstream error timeout invalid_header http_503
+                            non_idempotent;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        add_header X-Retries $llm_retries always;
+        proxy_pass http://$arg_pool;
+    }
+    location = /metrics {
+        llm_metrics;
+    }
+--- request eval
+["POST /v1/chat/completions?pool=s503_ok\n$::chat",
+ "POST /v1/chat/completions?pool=refused_ok\n$::chat",
+ "GET /metrics"]
+--- error_code eval
+[200, 200, 200]
+--- response_headers eval
+["x-mock-instance: b\nX-Retries: 1", "x-mock-instance: b\nX-Retries: 1", ""]
+--- response_body_like eval
+[qr/data: \[DONE\]\n\n\z/, qr/data: \[DONE\]\n\n\z/,
+ qr/llm_upstream_retries_total\{model="m",reason="status"\} 1\nllm_upstream_retries_total\{model="m",reason="error"\} 1\n/]
+
+
+
+=== TEST 20: the retry of a 503 is logged like the others
+--- config
+    location /v1/ {
+        llm_gateway on;
+        llm_retry on;
+        proxy_next_upstream error timeout invalid_header http_503
+                            non_idempotent;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_pass http://s503_ok;
+    }
+--- request eval
+"POST /v1/chat/completions\n$::chat"
+--- error_code: 200
+--- response_headers
+x-mock-instance: b
+--- error_log eval
+qr/\[warn\] .*llm retry: status from 127\.0\.0\.1:\d+, trying next \(try 2 of 2\)/
