@@ -61,6 +61,8 @@ static void ngx_http_llm_retry_timer(ngx_event_t *ev);
 static void ngx_http_llm_retry_cleanup(void *data);
 static ngx_uint_t ngx_http_llm_retry_tries(ngx_http_request_t *r,
     ngx_http_llm_retry_t *rs);
+static ngx_http_upstream_state_t *ngx_http_llm_retry_state(
+    ngx_http_request_t *r, ngx_http_llm_retry_t *rs, ngx_uint_t last);
 static ngx_uint_t ngx_http_llm_retry_why(ngx_http_llm_retry_t *rs,
     ngx_http_upstream_state_t *state);
 static int ngx_http_llm_retry_event(ngx_http_llm_sse_t *sse,
@@ -362,6 +364,9 @@ ngx_http_llm_retry_process_header(ngx_http_request_t *r)
             return rc;
         }
 
+        rs->state = u->state - (ngx_http_upstream_state_t *)
+                               r->upstream_states->elts;
+
         status = u->headers_in.status_n;
 
         if (status != NGX_HTTP_OK) {
@@ -549,7 +554,7 @@ ngx_http_llm_retry_reinit_request(ngx_http_request_t *r)
     ngx_http_upstream_t        *u;
     ngx_http_llm_ctx_t         *ctx;
     ngx_http_llm_retry_t       *rs;
-    ngx_http_upstream_state_t  *state, *prev;
+    ngx_http_upstream_state_t  *prev;
 
     static ngx_str_t  unknown = ngx_string("the upstream");
 
@@ -567,9 +572,7 @@ ngx_http_llm_retry_reinit_request(ngx_http_request_t *r)
 
     /* u->state is the new try's, the one before it failed */
 
-    state = r->upstream_states->elts;
-    prev = (r->upstream_states->nelts >= 2)
-           ? &state[r->upstream_states->nelts - 2] : NULL;
+    prev = ngx_http_llm_retry_state(r, rs, 0);
 
     why = ngx_http_llm_retry_why(rs, prev);
     rs->reasons[why]++;
@@ -595,11 +598,12 @@ ngx_http_llm_retry_reinit_request(ngx_http_request_t *r)
 static void
 ngx_http_llm_retry_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
 {
-    ngx_uint_t             i, why, tries, counted;
-    ngx_str_t             *peer;
-    ngx_http_upstream_t   *u;
-    ngx_http_llm_ctx_t    *ctx;
-    ngx_http_llm_retry_t  *rs;
+    ngx_uint_t                  i, why, tries, counted;
+    ngx_str_t                  *peer;
+    ngx_http_upstream_t        *u;
+    ngx_http_llm_ctx_t         *ctx;
+    ngx_http_llm_retry_t       *rs;
+    ngx_http_upstream_state_t  *state;
 
     static ngx_str_t  unknown = ngx_string("the upstream");
 
@@ -632,8 +636,9 @@ ngx_http_llm_retry_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
         if (!u->header_sent && !rs->released
             && rc >= NGX_HTTP_INTERNAL_SERVER_ERROR)
         {
-            why = ngx_http_llm_retry_why(rs, u->state);
-            peer = (u->state && u->state->peer) ? u->state->peer : &unknown;
+            state = ngx_http_llm_retry_state(r, rs, 1);
+            why = ngx_http_llm_retry_why(rs, state);
+            peer = (state && state->peer) ? state->peer : &unknown;
 
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                           "llm retry: %s from %V, giving up after %ui %s",
@@ -711,6 +716,8 @@ ngx_http_llm_retry_timer(ngx_event_t *ev)
 
     rs->failed = 1;
     rs->reason = NGX_HTTP_LLM_RETRY_TIMEOUT;
+    rs->state = u->state - (ngx_http_upstream_state_t *)
+                           r->upstream_states->elts;
 
     /*
      * nginx's own read timeout path: ngx_http_upstream_process_header()
@@ -761,6 +768,38 @@ ngx_http_llm_retry_tries(ngx_http_request_t *r, ngx_http_llm_retry_t *rs)
     }
 
     return n;
+}
+
+
+/*
+ * The state of the try that failed: the held one, when a try is held
+ * (a refused connect may have come after it without a reinit), else the
+ * one before the current try (reinit) or the current one (finalize).
+ */
+
+static ngx_http_upstream_state_t *
+ngx_http_llm_retry_state(ngx_http_request_t *r, ngx_http_llm_retry_t *rs,
+    ngx_uint_t last)
+{
+    ngx_uint_t                  n;
+    ngx_http_upstream_state_t  *state;
+
+    if (r->upstream_states == NULL) {
+        return NULL;
+    }
+
+    state = r->upstream_states->elts;
+    n = r->upstream_states->nelts;
+
+    if ((rs->failed || rs->holding) && rs->state < n) {
+        return &state[rs->state];
+    }
+
+    if (last) {
+        return n ? &state[n - 1] : NULL;
+    }
+
+    return (n >= 2) ? &state[n - 2] : NULL;
 }
 
 

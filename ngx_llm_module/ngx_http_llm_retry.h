@@ -64,6 +64,7 @@ typedef struct {
     off_t                       body;       /* body bytes scanned */
 
     ngx_uint_t                  base;       /* our first upstream state */
+    ngx_uint_t                  state;      /* that of the held try */
     ngx_uint_t                  max;        /* tries allowed, at most */
     ngx_uint_t                  retries;    /* settled at finalize */
     ngx_uint_t                  reasons[NGX_HTTP_LLM_RETRY_REASONS];

@@ -142,6 +142,11 @@ our $http_config = <<'_EOC_';
         server 127.0.0.1:$TEST_NGINX_MOCK_X max_fails=0;
         server 127.0.0.1:$TEST_NGINX_MOCK_B backup;
     }
+    upstream err_refused_ok {
+        server 127.0.0.1:$TEST_NGINX_MOCK_E max_fails=0;
+        server 127.0.0.1:$TEST_NGINX_MOCK_X max_fails=0;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B backup;
+    }
     upstream err_err {
         server 127.0.0.1:$TEST_NGINX_MOCK_E max_fails=0;
         server 127.0.0.1:$TEST_NGINX_MOCK_E2 max_fails=0;
@@ -684,3 +689,30 @@ $::http_config . "    llm_metrics_zone retry061:1m;\n"
 x-mock-instance: b
 --- error_log eval
 qr/\[warn\] .*llm retry: status from 127\.0\.0\.1:\d+, trying next \(try 2 of 2\)/
+
+
+
+=== TEST 21: an error event, then a refused connection, then an answer:
+each retry is logged with its server and reason, both count
+--- config
+    location /v1/ {
+        llm_gateway on;
+        llm_retry on;
+        proxy_next_upstream error timeout invalid_header non_idempotent;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        add_header X-Retries $llm_retries always;
+        add_header X-Peer $upstream_addr always;
+        proxy_pass http://err_refused_ok;
+    }
+--- request eval
+"POST /v1/chat/completions\n$::chat"
+--- error_code: 200
+--- response_headers eval
+"x-mock-instance: b\nX-Retries: 2\n"
+. "X-Peer: 127.0.0.1:$::E, 127.0.0.1:$::X, 127.0.0.1:$::B"
+--- response_body eval
+main::direct("/v1/chat/completions", $::chat)
+--- error_log eval
+[qr/llm retry: error_event from 127\.0\.0\.1:$::E, trying next \(try 2 of 3\)/,
+ qr/llm retry: error from 127\.0\.0\.1:$::X, trying next \(try 3 of 3\)/]
