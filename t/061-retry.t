@@ -154,7 +154,8 @@ our $http_config = <<'_EOC_';
     log_format retry 'retry-log retries=$llm_retries '
                      'upstream=$upstream_addr status=$upstream_status '
                      'outcome=$llm_outcome usage=$llm_usage_source '
-                     'completion=$llm_completion_tokens events=$llm_events';
+                     'completion=$llm_completion_tokens events=$llm_events '
+                     'ttft=$llm_ttft';
 _EOC_
 
 add_block_preprocessor(sub {
@@ -247,7 +248,8 @@ qr/llm retry: eof from 127\.0\.0\.1:\d+, trying next \(try 2 of 2\)/
 
 
 === TEST 3: no token within llm_first_token_timeout: retried long before
-proxy_read_timeout
+proxy_read_timeout; the TTFT runs from the request start, the failed try
+included
 --- config
     location /v1/ {
         llm_gateway on;
@@ -258,6 +260,7 @@ proxy_read_timeout
         proxy_http_version 1.1;
         proxy_set_header Connection "";
         add_header X-Retries $llm_retries always;
+        access_log logs/error.log retry;
         proxy_pass http://hang_ok;
     }
 --- request eval
@@ -271,7 +274,8 @@ X-Retries: 1
 main::direct("/v1/chat/completions", $::chat)
 --- error_log eval
 [qr/llm retry: no token from 127\.0\.0\.1:\d+ within llm_first_token_timeout 300 ms/,
- qr/llm retry: first_token_timeout from 127\.0\.0\.1:\d+, trying next \(try 2 of 2\)/]
+ qr/llm retry: first_token_timeout from 127\.0\.0\.1:\d+, trying next \(try 2 of 2\)/,
+ qr/retry-log retries=1 .* status=504, 200 outcome=complete usage=upstream completion=4 events=\d+ ttft=0\.[3-9]\d\d$/]
 
 
 
@@ -717,3 +721,26 @@ main::direct("/v1/chat/completions", $::chat)
 --- error_log eval
 [qr/llm retry: error_event from 127\.0\.0\.1:$::E, trying next \(try 2 of 3\)/,
  qr/connect\(\) failed \(111: Connection refused\) while connecting to upstream/]
+
+
+
+=== TEST 22: Anthropic, close-delimited (HTTP/1.0) upstream closing after
+message_start: retried, the stream arrives byte for byte
+--- config
+    location /v1/ {
+        llm_gateway on;
+        llm_retry on;
+        proxy_next_upstream error timeout invalid_header non_idempotent;
+        add_header X-Retries $llm_retries always;
+        proxy_pass http://close_ok;
+    }
+--- request eval
+"POST /v1/messages\n$::msgs"
+--- error_code: 200
+--- response_headers
+x-mock-instance: b
+X-Retries: 1
+--- response_body eval
+main::direct("/v1/messages", $::msgs)
+--- error_log eval
+qr/llm retry: eof from 127\.0\.0\.1:\d+, trying next \(try 2 of 2\)/
