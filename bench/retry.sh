@@ -98,7 +98,8 @@ for mode in off on; do
     [ -f "$dump" ] || bench_die "no callgrind dump $dump"
     ir=$(awk '/^summary:|^totals:/ {print $2; exit}' "$dump")
     own=$(callgrind_annotate --inclusive=no --threshold=100 "$dump" 2> /dev/null \
-          | awk '/ngx_http_llm_retry_/ {gsub(",", "", $1); s += $1}
+          | awk '/^ *[0-9,]+ \([ 0-9.]+%\)  [^ ]*:ngx_http_llm_retry_/ {
+                     gsub(",", "", $1); s += $1 }
                  END {print s + 0}')
     declare "ir_$mode=$ir" "own_$mode=$own"
     awk -v ir="$ir" -v n="$cgn" -v own="$own" -v m="$mode" \

@@ -512,22 +512,56 @@ ngx_http_llm_retry_event(ngx_http_llm_sse_t *sse, const u_char *name,
     uint64_t end)
 {
     ngx_http_llm_retry_t       *rs = sse->data;
-    ngx_http_llm_event_info_t   info;
+    ngx_http_llm_event_info_t  *info, scratch;
+
+    /* kept for the stream watcher, which sees these events once released */
+
+    if (rs->ninfos < NGX_HTTP_LLM_RETRY_INFOS) {
+        rs->ends[rs->ninfos] = end;
+        info = &rs->infos[rs->ninfos++];
+
+    } else {
+        info = &scratch;
+    }
 
     ngx_http_llm_event_analyze((int) rs->api, name, name_len, data, len,
-                               &info);
+                               info);
 
-    if (info.error) {
+    if (info->error) {
         rs->verdict = NGX_HTTP_LLM_RETRY_FAIL;
         return 1;
     }
 
-    if (info.content || info.done || info.finish) {
+    if (info->content || info->done || info->finish) {
         rs->verdict = NGX_HTTP_LLM_RETRY_RELEASE;
         return 1;
     }
 
     return 0;
+}
+
+
+ngx_int_t
+ngx_http_llm_retry_held(ngx_http_llm_retry_t *rs, uint64_t end,
+    ngx_http_llm_event_info_t *info)
+{
+    if (!rs->released) {
+        return NGX_DECLINED;
+    }
+
+    /* both framers count the same (dechunked) body bytes */
+
+    while (rs->next < rs->ninfos && rs->ends[rs->next] < end) {
+        rs->next++;
+    }
+
+    if (rs->next == rs->ninfos || rs->ends[rs->next] != end) {
+        return NGX_DECLINED;
+    }
+
+    *info = rs->infos[rs->next++];
+
+    return NGX_OK;
 }
 
 
@@ -674,6 +708,8 @@ ngx_http_llm_retry_reset(ngx_http_llm_retry_t *rs)
     rs->verdict = NGX_HTTP_LLM_RETRY_HOLD;
     rs->scan = NULL;
     rs->body = 0;
+    rs->ninfos = 0;
+    rs->next = 0;
 
     ngx_memzero(&rs->chunked, sizeof(ngx_http_chunked_t));
 

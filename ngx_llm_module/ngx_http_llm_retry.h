@@ -32,6 +32,9 @@
                                                before any header */
 #define NGX_HTTP_LLM_RETRY_REASONS      5
 
+/* events of the held try whose analysis is kept for the stream watcher */
+#define NGX_HTTP_LLM_RETRY_INFOS        4
+
 
 /* a member of ngx_http_llm_loc_conf_t */
 typedef struct {
@@ -63,6 +66,12 @@ typedef struct {
     u_char                     *scan;       /* first byte not scanned */
     off_t                       body;       /* body bytes scanned */
 
+    /* the held events, analysed once: ngx_http_llm_retry_held() */
+    ngx_uint_t                  ninfos;
+    ngx_uint_t                  next;
+    uint64_t                    ends[NGX_HTTP_LLM_RETRY_INFOS];
+    ngx_http_llm_event_info_t   infos[NGX_HTTP_LLM_RETRY_INFOS];
+
     ngx_uint_t                  base;       /* our first upstream state */
     ngx_uint_t                  state;      /* that of the held try */
     ngx_uint_t                  max;        /* tries allowed, at most */
@@ -87,6 +96,13 @@ char *ngx_http_llm_retry_merge_conf(ngx_conf_t *cf,
 
 /* body phase, before the content handler runs: wraps it */
 ngx_int_t ngx_http_llm_retry_install(ngx_http_request_t *r);
+
+/*
+ * The stream watcher (ngx_http_llm_sse.c), for the event ending at stream
+ * offset end: NGX_OK and its analysis when the hold made it already
+ */
+ngx_int_t ngx_http_llm_retry_held(ngx_http_llm_retry_t *rs, uint64_t end,
+    ngx_http_llm_event_info_t *info);
 
 /* $llm_retries */
 ngx_int_t ngx_http_llm_retry_variable(ngx_http_request_t *r,

@@ -815,8 +815,12 @@ ngx_http_llm_sse_event(ngx_http_llm_sse_t *sse, const u_char *name,
 
     ngx_http_llm_cache_event(r, name, name_len, data, len);
 
-    ngx_http_llm_event_analyze((int) ctx->api, name, name_len, data, len,
-                               &info);
+    if (ctx->retry == NULL
+        || ngx_http_llm_retry_held(ctx->retry, end, &info) != NGX_OK)
+    {
+        ngx_http_llm_event_analyze((int) ctx->api, name, name_len, data, len,
+                                   &info);
+    }
 
     if (info.content && !ctx->got_content) {
         ctx->got_content = 1;
