@@ -385,7 +385,9 @@ ngx_http_llm_retry_process_header(ngx_http_request_t *r)
                                         : NULL;
 
         if (ct == NULL || ct->len < sse.len
-            || ngx_strncasecmp(ct->data, sse.data, sse.len) != 0)
+            || ngx_strncasecmp(ct->data, sse.data, sse.len) != 0
+            || (ct->len > sse.len && ct->data[sse.len] != ';'
+                && ct->data[sse.len] != ' '))
         {
             return NGX_OK;
         }
