@@ -494,7 +494,11 @@ ngx_http_llm_retry_scan(ngx_http_request_t *r, ngx_http_llm_retry_t *rs,
     case NGX_HTTP_LLM_RETRY_FAIL:
 
         if (!(u->conf->next_upstream & NGX_HTTP_UPSTREAM_FT_INVALID_HEADER)) {
-            /* not to be retried: the client gets the error event */
+            /*
+             * not to be retried: the client gets the error event, and
+             * llm_balance counts the failure nginx does not see (a 200)
+             */
+            ngx_http_llm_balancer_peer_failed(r, 0);
             return NGX_OK;
         }
 

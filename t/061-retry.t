@@ -744,3 +744,34 @@ X-Retries: 1
 main::direct("/v1/messages", $::msgs)
 --- error_log eval
 qr/llm retry: eof from 127\.0\.0\.1:\d+, trying next \(try 2 of 2\)/
+
+
+
+=== TEST 23: an error event not retried (no invalid_header) still counts
+for max_fails with llm_balance: nginx saw a 200
+--- http_config eval
+$::http_config . <<"_EOC_";
+    upstream bal1 {
+        llm_balance least_tokens;
+        server 127.0.0.1:$::E max_fails=1 fail_timeout=60s;
+        server 127.0.0.1:$::B;
+    }
+_EOC_
+--- config
+    location /v1/ {
+        llm_gateway on;
+        llm_retry on;
+        proxy_next_upstream error timeout non_idempotent;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        proxy_pass http://bal1;
+    }
+--- request eval
+"POST /v1/chat/completions\n$::chat"
+--- error_code: 200
+--- response_headers
+x-mock-instance: err
+--- response_body_like eval
+qr/\Adata: \{"error":\{"message":"mock: injected stream error"/
+--- error_log eval
+qr/\[warn\] .*llm balance: 127\.0\.0\.1:$::E failed before the first token \(1 of max_fails=1\)/
