@@ -43,19 +43,29 @@ add_response_body_check(sub {
                 @{ $dash->{panels} };
     Test::More::ok(@exprs >= 8, "the dashboard has queries");
 
-    # every metric a query names is one the module or the sidecar exports
-    my %known = map { $_ => 1 } qw(
-        llm_requests_total llm_request_outcomes_total llm_cache_requests_total
-        llm_rate_limit_decisions_total llm_tokens_total
-        llm_upstream_responses_total llm_ttft_seconds_bucket
-        llm_request_duration_seconds_bucket llm_ttft_seconds_sum
-        llm_ttft_seconds_count llm_request_duration_seconds_sum
-        llm_request_duration_seconds_count llm_metrics_models
-        llm_sidecar_spend_usd_total llm_sidecar_budget_remaining_usd
-        llm_sidecar_budget_limit_usd llm_sidecar_route_decisions_total
-        llm_sidecar_journal_queued_entries llm_sidecar_alerts_total up);
+    # every metric a query or an alert names is a family the module or the
+    # sidecar declares in its sources (renaming one breaks this test)
+    my %known = (up => 1);
+    for my $src (glob("$repo/ngx_llm_module/*.c"),
+                 glob("$repo/sidecar/src/*.cpp"))
+    {
+        open my $sf, '<', $src or die "$src: $!";
+        my $text = do { local $/; <$sf> };
+        while ($text =~ /(?:\{\s*|family\()"(llm_[a-z_]+)",\s*"(counter|gauge|histogram)"/g) {
+            $known{$1} = 1;
+            if ($2 eq 'histogram') {
+                $known{"$1_$_"} = 1 for qw(bucket sum count);
+            }
+        }
+    }
+
+    open my $rf, '<', "$repo/conf/prometheus/alerts.yml" or die $!;
+    my $rules = do { local $/; <$rf> };
+    my @rexprs = $rules =~ /^\s+expr:(.*?)^\s+(?:for|labels):/msg;
+    Test::More::ok(@rexprs >= 13, "the alert rules have expressions");
+
     my @unknown = grep { !$known{$_} }
-                  map { /\b((?:llm_|up\b)[a-z_]*)/g } @exprs;
+                  map { /\b((?:llm_|up\b)[a-z_]*)/g } @exprs, @rexprs;
     Test::More::is("@unknown", "", "the dashboard queries known metrics");
 }
 
