@@ -29,6 +29,7 @@
 #define NGX_HTTP_LLM_METRICS_LIMIT      4       /* NGX_HTTP_LLM_LIMIT_* */
 #define NGX_HTTP_LLM_METRICS_TOKENS     5
 #define NGX_HTTP_LLM_METRICS_BUCKETS    12      /* the last one is +Inf */
+#define NGX_HTTP_LLM_METRICS_TIERS      4       /* NGX_HTTP_LLM_TIER_* */
 
 #define NGX_HTTP_LLM_METRICS_MAX_MODELS 1000
 #define NGX_HTTP_LLM_METRICS_LINE       256     /* bytes, one series */
@@ -61,6 +62,8 @@ typedef struct {
 typedef struct {
     ngx_uint_t                  max;
     ngx_atomic_t                used;           /* named slots claimed */
+    ngx_atomic_t                fallback[NGX_HTTP_LLM_METRICS_TIERS];
+    ngx_atomic_t                hops;           /* fallback chain hops */
     ngx_http_llm_metrics_slot_t slots[1];
 } ngx_http_llm_metrics_shctx_t;
 
@@ -135,6 +138,10 @@ static const char  *ngx_http_llm_metrics_limits[] = {
     "none", "passed", "rejected", "rejected_dry_run"
 };
 
+static const char  *ngx_http_llm_metrics_tiers[] = {
+    "primary", "fallback", "stale", "template"
+};
+
 static const char  *ngx_http_llm_metrics_directions[] = {
     "prompt", "cached", "cache_write", "completion", "reasoning"
 };
@@ -150,6 +157,8 @@ static ngx_uint_t  ngx_http_llm_metrics_series[] = {
     NGX_HTTP_LLM_METRICS_CLASSES,
     NGX_HTTP_LLM_METRICS_BUCKETS + 2,
     NGX_HTTP_LLM_METRICS_BUCKETS + 2,
+    0,
+    0,
     0,
     0
 };
@@ -176,7 +185,11 @@ static ngx_http_llm_metrics_family_t  ngx_http_llm_metrics_families[] = {
     { "llm_metrics_models", "gauge",
       "Models with their own label; later ones count as \"other\"." },
     { "llm_metrics_models_limit", "gauge",
-      "The models= limit of llm_metrics_zone." }
+      "The models= limit of llm_metrics_zone." },
+    { "llm_fallback_total", "counter",
+      "Requests answered by a tier past the primary upstream group." },
+    { "llm_fallback_hops_total", "counter",
+      "Moves to the next location of an llm_fallback chain." }
 };
 
 
@@ -582,6 +595,16 @@ ngx_http_llm_metrics_account(ngx_http_request_t *r)
         }
     }
 
+    if (!ctx->cache_hit && ctx->fb.tier != NGX_HTTP_LLM_TIER_PRIMARY
+        && ctx->fb.tier < NGX_HTTP_LLM_METRICS_TIERS)
+    {
+        (void) ngx_atomic_fetch_add(&zone->sh->fallback[ctx->fb.tier], 1);
+    }
+
+    if (ctx->fb.hops) {
+        (void) ngx_atomic_fetch_add(&zone->sh->hops, ctx->fb.hops);
+    }
+
     if (ctx->ttft && ctx->start) {
         ngx_http_llm_metrics_observe(&slot->ttft,
                                      (ngx_msec_int_t) (ctx->ttft
@@ -892,6 +915,19 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
 
         } else if (f == 9) {
             p = ngx_sprintf(p, "%s %ui\n", fam->name, zone->max);
+
+        } else if (f == 10) {
+            for (j = NGX_HTTP_LLM_TIER_FALLBACK;
+                 j < NGX_HTTP_LLM_METRICS_TIERS;
+                 j++)
+            {
+                p = ngx_sprintf(p, "%s{tier=\"%s\"} %uA\n", fam->name,
+                                ngx_http_llm_metrics_tiers[j],
+                                zone->sh->fallback[j]);
+            }
+
+        } else if (f == 11) {
+            p = ngx_sprintf(p, "%s %uA\n", fam->name, zone->sh->hops);
         }
 
         b->last = p;

@@ -1392,6 +1392,9 @@ ngx_http_llm_sidecar_record(ngx_http_request_t *r)
 
     p = ngx_http_llm_sidecar_json_str(p, last, &s);
 
+    p = ngx_slprintf(p, last, ",\"tier\":\"%s\"",
+                     ngx_http_llm_fallback_tier_name(ctx));
+
     p = ngx_slprintf(p, last, ",\"ts\":%uL}",
                      (uint64_t) r->start_sec * 1000 + r->start_msec);
 
