@@ -1052,7 +1052,8 @@ ngx_http_llm_fallback_tier_name(ngx_http_llm_ctx_t *ctx)
 {
     ngx_uint_t  tier;
 
-    tier = ctx->cache_hit ? NGX_HTTP_LLM_TIER_CACHE : ctx->fb.tier;
+    tier = (ctx->cache_hit && ctx->fb.tier == NGX_HTTP_LLM_TIER_PRIMARY)
+           ? NGX_HTTP_LLM_TIER_CACHE : ctx->fb.tier;
 
     return (const char *) ngx_http_llm_tiers[tier].data;
 }
@@ -1093,7 +1094,8 @@ ngx_http_llm_tier_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    tier = ctx->cache_hit ? NGX_HTTP_LLM_TIER_CACHE : ctx->fb.tier;
+    tier = (ctx->cache_hit && ctx->fb.tier == NGX_HTTP_LLM_TIER_PRIMARY)
+           ? NGX_HTTP_LLM_TIER_CACHE : ctx->fb.tier;
 
     v->data = ngx_http_llm_tiers[tier].data;
     v->len = ngx_http_llm_tiers[tier].len;

@@ -595,7 +595,7 @@ ngx_http_llm_metrics_account(ngx_http_request_t *r)
         }
     }
 
-    if (!ctx->cache_hit && ctx->fb.tier != NGX_HTTP_LLM_TIER_PRIMARY
+    if (ctx->fb.tier != NGX_HTTP_LLM_TIER_PRIMARY
         && ctx->fb.tier < NGX_HTTP_LLM_METRICS_TIERS)
     {
         (void) ngx_atomic_fetch_add(&zone->sh->fallback[ctx->fb.tier], 1);
