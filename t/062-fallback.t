@@ -493,3 +493,100 @@ qr/\[emerg\] .*open\(\) "\/nonexistent\/busy\.txt" failed .* in .*nginx\.conf:\d
 --- must_die
 --- error_log eval
 qr/\[emerg\] .*invalid value "maybe" in "llm_fallback_stale" directive, it must be "on" or "off" in .*nginx\.conf:\d+/
+
+
+
+=== TEST 21: a timeout (nginx's own 504) falls back, Anthropic stream from @fb
+--- config
+    location /v1/ {
+        llm_fallback @fb;
+        proxy_read_timeout 300ms;
+        proxy_set_header x-mock-fault hang-headers;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location @fb {
+        proxy_set_header x-mock-fault "";
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_A;
+    }
+--- request
+POST /v1/messages
+{"model":"claude-x","max_tokens":4,"stream":true,"messages":[{"role":"user","content":"slow"}]}
+--- error_code: 200
+--- response_headers
+x-llm-fallback: fallback
+x-tier: fallback
+x-mock-instance: a
+--- response_body_like eval
+qr/^event: message_start\n.*event: message_stop\n/s
+--- error_log
+llm fallback: upstream group failed (504), trying @fb (hop 1)
+
+
+
+=== TEST 22: a nested location inherits llm_fallback
+--- config
+    location /v1/ {
+        llm_fallback @fb model=m-nested;
+        location /v1/chat/ {
+            proxy_pass http://127.0.0.1:1;
+        }
+    }
+    location @fb {
+        proxy_set_header x-mock-echo 1;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_A;
+    }
+--- request
+POST /v1/chat/completions
+{"model":"m","messages":[{"role":"user","content":"nested"}]}
+--- error_code: 200
+--- response_headers
+x-llm-fallback: fallback
+x-served: m-nested
+--- response_body_like eval
+qr/^\{"model":"m-nested","messages"/
+--- error_log
+llm fallback: upstream group failed (502), trying @fb (hop 1)
+
+
+
+=== TEST 23: the last hop failing with no stale entry nor template gives the API-shaped error
+--- config
+    location /v1/ {
+        llm_fallback @fb;
+        proxy_set_header x-mock-status 503;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location @fb {
+        proxy_pass http://127.0.0.1:1;
+    }
+--- request
+POST /v1/messages
+{"model":"claude-x","max_tokens":4,"messages":[{"role":"user","content":"x"}]}
+--- error_code: 502
+--- response_headers
+Content-Type: application/json
+x-tier: fallback
+--- response_body_like eval
+qr/^\{"type":"error","error":\{"type":"api_error","message":"the upstream LLM server could not be reached/
+--- error_log
+llm fallback: upstream group failed (503), trying @fb (hop 1)
+
+
+
+=== TEST 24: a GET through a location with llm_fallback follows the error_page, no tier
+--- config
+    location /v1/ {
+        llm_fallback @fb;
+        proxy_pass http://127.0.0.1:1;
+    }
+    location @fb {
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_A;
+    }
+--- request
+GET /v1/models
+--- error_code: 200
+--- response_headers
+!x-llm-fallback
+x-mock-instance: a
+--- no_error_log
+llm fallback
