@@ -1356,7 +1356,10 @@ ngx_http_llm_sidecar_record(ngx_http_request_t *r)
 
     p = ngx_slprintf(p, last, ",\"upstream\":");
 
-    if (ctx->link && ctx->link->upstream.len) {
+    if (ctx->link && ctx->link->upstream.len
+        && ctx->fb.tier == NGX_HTTP_LLM_TIER_PRIMARY)
+    {
+        /* the decision's group; after a fallback, the address used */
         s = ctx->link->upstream;
 
     } else {

@@ -1,0 +1,94 @@
+# Fallback chain under concurrent load, with real processes (two workers):
+# storms of upstream 503 and refused connections move every client request
+# to the next group or to the template answer; each client gets a complete
+# answer in its API's shape, the access log tells the tier of each, the
+# rate limit's stream slots are all free afterwards (a hop holds no second
+# slot), and no worker crashes.
+
+use FindBin; use lib $FindBin::Bin; use lib "$FindBin::Bin/fault";
+use LLM; use Fault;
+use Test::More;
+
+my $streams = 40;
+my $a = $ENV{TEST_NGINX_MOCK_A};
+
+Fault::start(http => <<'_EOC_', server => <<"_EOC_");
+    llm_limit_zone lim064:1m;
+    log_format tier064 'tier=$llm_tier served=$llm_served_model';
+_EOC_
+        access_log logs/tier.log tier064;
+        llm_limit zone=lim064 key=\$http_x_key streams=$streams;
+        llm_fallback_template "busy, try later";
+
+        location /v1/ {
+            llm_fallback \@fb model=m-fb;
+            proxy_set_header x-mock-status \$http_x_fail;
+            proxy_pass http://mock;
+        }
+        location \@fb {
+            proxy_set_header x-mock-status "";
+            proxy_set_header x-mock-fault "";
+            proxy_pass http://127.0.0.1:$a;
+        }
+        location /dead/ {
+            llm_fallback \@dead;
+            rewrite ^/dead(/.*)\$ \$1 break;
+            proxy_pass http://127.0.0.1:1;
+        }
+        location \@dead {
+            proxy_set_header x-mock-status 529;
+            proxy_pass http://mock;
+        }
+_EOC_
+
+sub stream {
+    my ($i, $path, %h) = @_;
+    my $api = $i % 2 ? 'anthropic' : 'openai';
+    my $p = $api eq 'anthropic' ? '/v1/messages' : '/v1/chat/completions';
+    return Fault::request(path => "$path$p", timeout => 5,
+                          body => Fault::body(api => $api, stream => 1),
+                          headers => { 'X-Key' => 'k064', %h });
+}
+
+sub tiers {
+    open my $f, '<', "$Fault::prefix/logs/tier.log" or return '';
+    my %t;
+    while (<$f>) { $t{"$1 $2"}++ if /tier=(\S+) served=(\S+)/ }
+    close $f;
+    truncate "$Fault::prefix/logs/tier.log", 0;
+    return join ', ', map { "$_: $t{$_}" } sort keys %t;
+}
+
+sub scenario {
+    my ($name, $n, $want, $tiers, $code) = @_;
+    Fault::mark();
+    tiers();
+    my @r = Fault::load($n, $code);
+    is(Fault::tally(@r), $want, "$name: every client got a clean answer");
+    sleep 0.5;
+    is(tiers(), $tiers, "$name: the tier of every request");
+    Fault::log_clean($name);
+}
+
+scenario('503 storm moves to the next group', $streams,
+         "200 complete: $streams", "fallback m-fb: $streams", sub {
+    stream($_[0], '', 'x-fail' => 503);
+});
+
+scenario('refused, then 529: template', 30, '200 complete: 30',
+         "template gpt-4o-mini: 30", sub {
+    stream($_[0], '/dead');
+});
+
+scenario('stream slots all free after the hops', $streams,
+         "200 complete: $streams", "primary gpt-4o-mini: $streams", sub {
+    stream($_[0], '');
+});
+
+my $log = Fault::error_log();
+my $hops = () = $log =~ /llm fallback: upstream group failed \(503\), trying \@fb \(hop 1\)/g;
+is($hops, $streams, 'one hop line per 503 request');
+my $tpl = () = $log =~ /llm fallback: serving template/g;
+is($tpl, 30, 'one template line per request of the dead group');
+
+done_testing();
