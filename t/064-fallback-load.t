@@ -1,7 +1,8 @@
 # Fallback chain under concurrent load, with real processes (two workers):
 # storms of upstream 503 and refused connections move every client request
 # to the next group or to the template answer; each client gets a complete
-# answer in its API's shape, the access log tells the tier of each, the
+# answer in its API's shape (an expired cache entry for a failing group
+# with llm_fallback_stale), the access log tells the tier of each, the
 # rate limit's stream slots are all free afterwards (a hop holds no second
 # slot), and no worker crashes.
 
@@ -14,6 +15,7 @@ my $a = $ENV{TEST_NGINX_MOCK_A};
 
 Fault::start(http => <<'_EOC_', server => <<"_EOC_");
     llm_limit_zone lim064:1m;
+    llm_cache_zone cache064:1m;
     log_format tier064 'tier=$llm_tier served=$llm_served_model';
 _EOC_
         access_log logs/tier.log tier064;
@@ -29,6 +31,15 @@ _EOC_
             proxy_set_header x-mock-status "";
             proxy_set_header x-mock-fault "";
             proxy_pass http://127.0.0.1:$a;
+        }
+        location /c/ {
+            llm_cache cache064;
+            llm_cache_valid 1s;
+            llm_cache_deterministic off;
+            llm_fallback_stale on;
+            rewrite ^/c(/.*)\$ \$1 break;
+            proxy_set_header x-mock-status \$http_x_fail;
+            proxy_pass http://mock;
         }
         location /dead/ {
             llm_fallback \@dead;
@@ -85,10 +96,29 @@ scenario('stream slots all free after the hops', $streams,
     stream($_[0], '');
 });
 
+# the stale tier: an expired entry answers every client of a failing group
+
+{
+    my $r = Fault::request(path => '/c/v1/chat/completions', timeout => 5,
+                           body => Fault::body(content => 'stale me'),
+                           headers => { 'X-Key' => 'k064' });
+    is(Fault::shape($r), 'complete', 'stale: the entry is stored');
+    sleep 1.2;
+}
+
+scenario('503 storm on an expired entry: stale', 10, '200 complete: 10',
+         'stale gpt-4o-mini: 10', sub {
+    Fault::request(path => '/c/v1/chat/completions', timeout => 5,
+                   body => Fault::body(content => 'stale me'),
+                   headers => { 'X-Key' => 'k064', 'x-fail' => 503 });
+});
+
 my $log = Fault::error_log();
 my $hops = () = $log =~ /llm fallback: upstream group failed \(503\), trying \@fb \(hop 1\)/g;
 is($hops, $streams, 'one hop line per 503 request');
 my $tpl = () = $log =~ /llm fallback: serving template/g;
 is($tpl, 30, 'one template line per request of the dead group');
+my $stale = () = $log =~ /llm fallback: serving stale cache entry/g;
+is($stale, 10, 'one stale line per request of the failing group');
 
 done_testing();
