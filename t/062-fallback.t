@@ -590,3 +590,73 @@ GET /v1/models
 x-mock-instance: a
 --- no_error_log
 llm fallback
+
+
+
+=== TEST 25: a body kept in a temporary file is forwarded again whole, with and without model=
+--- config
+    client_body_buffer_size 8k;
+    location /v1/ {
+        llm_fallback @fb;
+        proxy_set_header x-mock-status 503;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location /m/ {
+        llm_fallback @fb model=m-big;
+        rewrite ^/m(/.*)$ $1 break;
+        proxy_set_header x-mock-status 503;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location @fb {
+        proxy_set_header x-mock-status "";
+        proxy_set_header x-mock-echo 1;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_A;
+    }
+--- request eval
+["POST /v1/chat/completions
+{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\""
+ . ('x' x 100000) . "\"}]}",
+"POST /m/v1/chat/completions
+{\"model\":\"m\",\"messages\":[{\"role\":\"user\",\"content\":\""
+ . ('x' x 100000) . "\"}]}"]
+--- error_code eval
+[200, 200]
+--- response_headers eval
+["x-llm-fallback: fallback\nx-mock-body-bytes: 100055",
+ "x-llm-fallback: fallback\nx-mock-body-bytes: 100059"]
+--- response_body_like eval
+[qr/^\{"model":"m","messages":\[\{"role":"user","content":"x+"\}\]\}$/,
+ qr/^\{"model":"m-big","messages":\[\{"role":"user","content":"x+"\}\]\}$/]
+
+
+
+=== TEST 26: llm_cache_use_stale covering the status answers before any hop
+--- config
+    location /v1/ {
+        llm_cache fb062;
+        llm_cache_valid 1s;
+        llm_cache_use_stale http_503;
+        llm_fallback @fb;
+        proxy_set_header x-mock-status $http_x_fail;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    location @fb {
+        return 500;
+    }
+--- request eval
+["POST /v1/chat/completions
+{\"model\":\"k26\",\"temperature\":0,\"messages\":[{\"role\":\"user\",\"content\":\"26\"}]}",
+"GET /sleep",
+"POST /v1/chat/completions
+{\"model\":\"k26\",\"temperature\":0,\"messages\":[{\"role\":\"user\",\"content\":\"26\"}]}"]
+--- more_headers eval
+["Content-Type: application/json", "",
+ "Content-Type: application/json\nx-fail: 503"]
+--- error_code eval
+[200, 200, 200]
+--- response_headers eval
+["x-tier: primary", "", "x-llm-fallback: stale\nx-tier: stale\nX-Cache-Status: STALE"]
+--- response_body_like eval
+[qr/"object":"chat\.completion"/, qr/slept/, qr/"model":"k26"/]
+--- no_error_log
+llm fallback
