@@ -83,11 +83,10 @@ char *
 ngx_http_llm_fallback_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
+    size_t                         i;
+    ngx_str_t                     *value;
+    ngx_uint_t                     n;
     ngx_http_llm_fallback_conf_t  *fc;
-
-    size_t      i;
-    ngx_str_t  *value;
-    ngx_uint_t  n;
 
     fc = (ngx_http_llm_fallback_conf_t *) ((char *) conf + cmd->offset);
 
@@ -150,17 +149,16 @@ char *
 ngx_http_llm_fallback_template_directive(ngx_conf_t *cf, ngx_command_t *cmd,
     void *conf)
 {
+    u_char                        *p;
+    size_t                         size;
+    ssize_t                        n;
+    ngx_fd_t                       fd;
+    ngx_str_t                     *value, text, path;
+    ngx_int_t                      status;
+    ngx_uint_t                     i;
+    ngx_file_t                     file;
+    ngx_file_info_t                fi;
     ngx_http_llm_fallback_conf_t  *fc;
-
-    u_char          *p;
-    size_t           size;
-    ssize_t          n;
-    ngx_fd_t         fd;
-    ngx_str_t       *value, text, path;
-    ngx_int_t        status;
-    ngx_uint_t       i;
-    ngx_file_t       file;
-    ngx_file_info_t  fi;
 
     fc = (ngx_http_llm_fallback_conf_t *) ((char *) conf + cmd->offset);
 
@@ -515,10 +513,10 @@ ngx_http_llm_fallback_init(ngx_conf_t *cf)
 ngx_int_t
 ngx_http_llm_fallback_enter(ngx_http_request_t *r)
 {
-    ngx_uint_t                     status;
-    ngx_http_llm_ctx_t            *ctx;
-    ngx_http_llm_loc_conf_t       *llcf, *from;
-    ngx_http_upstream_state_t     *state;
+    ngx_uint_t                  status;
+    ngx_http_llm_ctx_t         *ctx;
+    ngx_http_llm_loc_conf_t    *llcf, *from;
+    ngx_http_upstream_state_t  *state;
 
     ctx = ngx_http_llm_find_ctx(r);
 
