@@ -40,6 +40,44 @@ ngx_http_llm_get_ctx(ngx_http_request_t *r)
 }
 
 
+/*
+ * The ctx lives in a pool cleanup so that it can be found again after an
+ * internal redirect cleared the module contexts (the way the realip
+ * module keeps its own): the fallback chain picks it up in the named
+ * location, with the body read, inspected and admitted once.
+ */
+
+void
+ngx_http_llm_ctx_cleanup(void *data)
+{
+    /* nothing to free: the ctx is in r->pool */
+}
+
+
+ngx_http_llm_ctx_t *
+ngx_http_llm_find_ctx(ngx_http_request_t *r)
+{
+    ngx_pool_cleanup_t  *cln;
+    ngx_http_llm_ctx_t  *ctx;
+
+    r = r->main;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
+
+    if (ctx || !r->internal) {
+        return ctx;
+    }
+
+    for (cln = r->pool->cleanup; cln; cln = cln->next) {
+        if (cln->handler == ngx_http_llm_ctx_cleanup) {
+            return cln->data;
+        }
+    }
+
+    return NULL;
+}
+
+
 ngx_int_t
 ngx_http_llm_body_handler(ngx_http_request_t *r)
 {
@@ -47,11 +85,23 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
     ngx_uint_t                api;
     ngx_time_t               *tp;
     ngx_msec_int_t            elapsed;
+    ngx_pool_cleanup_t       *cln;
     ngx_http_llm_ctx_t       *ctx;
     ngx_http_llm_loc_conf_t  *llcf;
 
     if (r != r->main) {
         return NGX_DECLINED;
+    }
+
+    if (r->internal
+        && ngx_http_get_module_ctx(r, ngx_http_llm_module) == NULL)
+    {
+        /* a hop of the fallback chain goes on with the request's ctx */
+        rc = ngx_http_llm_fallback_enter(r);
+
+        if (rc != NGX_DECLINED) {
+            return rc;
+        }
     }
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
@@ -85,12 +135,17 @@ ngx_http_llm_body_handler(ngx_http_request_t *r)
         }
     }
 
-    ctx = ngx_pcalloc(r->pool, sizeof(ngx_http_llm_ctx_t));
-    if (ctx == NULL) {
+    cln = ngx_pool_cleanup_add(r->pool, sizeof(ngx_http_llm_ctx_t));
+    if (cln == NULL) {
         return NGX_ERROR;
     }
 
+    ctx = cln->data;
+    ngx_memzero(ctx, sizeof(ngx_http_llm_ctx_t));
+    cln->handler = ngx_http_llm_ctx_cleanup;
+
     ctx->api = api;
+    ctx->fb.from = llcf;
     /* the request start on the monotonic clock of ngx_current_msec */
 
     tp = ngx_timeofday();

@@ -191,6 +191,7 @@ struct ngx_http_llm_cache_ctx_s {
     unsigned                    live_overflow:1;
     unsigned                    live_marked:1;  /* overflow told */
     unsigned                    openai:1;       /* OpenAI stream format */
+    unsigned                    fallback:1;     /* stale for the chain */
 };
 
 
@@ -1158,7 +1159,9 @@ ngx_http_llm_cache_lookup(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     }
 
     if (cn && cn->len && !c->stale
-        && (conf->use_stale & ~(NGX_CONF_BITMASK_SET|NGX_HTTP_LLM_STALE_OFF)))
+        && ((conf->use_stale
+             & ~(NGX_CONF_BITMASK_SET|NGX_HTTP_LLM_STALE_OFF))
+            || llcf->fallback.stale))
     {
         /* expired: kept for stale-if-error */
         rc = ngx_http_llm_cache_copy(r, c, cn);
@@ -2961,6 +2964,77 @@ ngx_http_llm_cache_use_stale(ngx_http_request_t *r,
 }
 
 
+/*
+ * The fallback chain's stale tier: when the chain ends in failure, the
+ * expired entry found at lookup (any age still in the zone) replaces
+ * nginx's error page; serve 0 only asks whether there is one.
+ */
+
+ngx_int_t
+ngx_http_llm_cache_fallback_stale(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_uint_t serve)
+{
+    ngx_http_llm_cache_ctx_t  *c;
+
+    c = ctx->cache;
+
+    if (c == NULL || !c->stale || c->serving || c->data == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (serve) {
+        c->fallback = 1;
+    }
+
+    return NGX_OK;
+}
+
+
+/* llm_cache_use_stale replaces this upstream answer itself */
+
+ngx_int_t
+ngx_http_llm_cache_stale_covers(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx)
+{
+    ngx_http_llm_loc_conf_t   *llcf;
+    ngx_http_llm_cache_ctx_t  *c;
+
+    c = ctx->cache;
+
+    if (c == NULL || !c->stale || c->serving) {
+        return 0;
+    }
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
+
+    return ngx_http_llm_cache_use_stale(r, &llcf->cache) == NGX_OK;
+}
+
+
+/*
+ * A hop of the fallback chain: another model's answer is not stored
+ * under the key of the request, and waiters stop waiting for it.
+ */
+
+void
+ngx_http_llm_cache_fallback_hop(ngx_http_llm_ctx_t *ctx)
+{
+    ngx_http_llm_cache_ctx_t  *c;
+
+    c = ctx->cache;
+
+    if (c == NULL) {
+        return;
+    }
+
+    c->store = 0;
+
+    if (c->leader && !c->stored) {
+        ngx_http_llm_cache_unlock(c, NGX_HTTP_LLM_LIVE_ENDED, &ctx->usage);
+    }
+}
+
+
 /* filters */
 
 
@@ -2981,6 +3055,7 @@ static ngx_int_t
 ngx_http_llm_cache_header_filter(ngx_http_request_t *r)
 {
     off_t                       size;
+    ngx_str_t                   v;
     ngx_uint_t                  i;
     ngx_list_part_t            *part;
     ngx_table_elt_t            *h;
@@ -3001,14 +3076,18 @@ ngx_http_llm_cache_header_filter(ngx_http_request_t *r)
     c = ctx->cache;
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
 
-    if (c->stale && ngx_http_llm_cache_use_stale(r, &llcf->cache) == NGX_OK)
+    if (c->stale
+        && (c->fallback
+            || ngx_http_llm_cache_use_stale(r, &llcf->cache) == NGX_OK))
     {
         /* the upstream answer is replaced by the expired entry */
 
-        ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
-                      "llm upstream answered %ui, served a stale cache "
-                      "entry of age %T s instead",
-                      r->headers_out.status, ngx_time() - c->created);
+        if (!c->fallback) {
+            ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
+                          "llm upstream answered %ui, served a stale cache "
+                          "entry of age %T s instead",
+                          r->headers_out.status, ngx_time() - c->created);
+        }
 
         c->stale_out = ngx_http_llm_cache_render(r, c, &size);
         if (c->stale_out == NULL) {
@@ -3037,6 +3116,7 @@ ngx_http_llm_cache_header_filter(ngx_http_request_t *r)
         c->serving = 1;
         c->store = 0;
         ngx_http_llm_cache_account(ctx, c);
+        ctx->fb.tier = NGX_HTTP_LLM_TIER_STALE;
 
         r->headers_out.status = NGX_HTTP_OK;
         r->headers_out.status_line.len = 0;
@@ -3062,6 +3142,12 @@ ngx_http_llm_cache_header_filter(ngx_http_request_t *r)
         r->headers_out.charset.len = 0;
 
         if (ngx_http_llm_cache_headers(r, c) != NGX_OK) {
+            return NGX_ERROR;
+        }
+
+        ngx_str_set(&v, "stale");
+
+        if (ngx_http_llm_cache_set_header(r, "x-llm-fallback", &v) != NGX_OK) {
             return NGX_ERROR;
         }
 

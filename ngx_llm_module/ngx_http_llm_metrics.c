@@ -29,6 +29,7 @@
 #define NGX_HTTP_LLM_METRICS_LIMIT      4       /* NGX_HTTP_LLM_LIMIT_* */
 #define NGX_HTTP_LLM_METRICS_TOKENS     5
 #define NGX_HTTP_LLM_METRICS_BUCKETS    12      /* the last one is +Inf */
+#define NGX_HTTP_LLM_METRICS_TIERS      4       /* NGX_HTTP_LLM_TIER_* */
 
 #define NGX_HTTP_LLM_METRICS_MAX_MODELS 1000
 #define NGX_HTTP_LLM_METRICS_LINE       256     /* bytes, one series */
@@ -62,6 +63,8 @@ typedef struct {
 typedef struct {
     ngx_uint_t                  max;
     ngx_atomic_t                used;           /* named slots claimed */
+    ngx_atomic_t                fallback[NGX_HTTP_LLM_METRICS_TIERS];
+    ngx_atomic_t                hops;           /* fallback chain hops */
     ngx_http_llm_metrics_slot_t slots[1];
 } ngx_http_llm_metrics_shctx_t;
 
@@ -136,6 +139,10 @@ static const char  *ngx_http_llm_metrics_limits[] = {
     "none", "passed", "rejected", "rejected_dry_run"
 };
 
+static const char  *ngx_http_llm_metrics_tiers[] = {
+    "primary", "fallback", "stale", "template"
+};
+
 static const char  *ngx_http_llm_metrics_directions[] = {
     "prompt", "cached", "cache_write", "completion", "reasoning"
 };
@@ -152,6 +159,8 @@ static ngx_uint_t  ngx_http_llm_metrics_series[] = {
     NGX_HTTP_LLM_METRICS_BUCKETS + 2,
     NGX_HTTP_LLM_METRICS_BUCKETS + 2,
     NGX_HTTP_LLM_RETRY_REASONS,
+    0,
+    0,
     0,
     0
 };
@@ -181,7 +190,11 @@ static ngx_http_llm_metrics_family_t  ngx_http_llm_metrics_families[] = {
     { "llm_metrics_models", "gauge",
       "Models with their own label; later ones count as \"other\"." },
     { "llm_metrics_models_limit", "gauge",
-      "The models= limit of llm_metrics_zone." }
+      "The models= limit of llm_metrics_zone." },
+    { "llm_fallback_total", "counter",
+      "Requests answered by a tier past the primary upstream group." },
+    { "llm_fallback_hops_total", "counter",
+      "Moves to the next location of an llm_fallback chain." }
 };
 
 
@@ -596,6 +609,16 @@ ngx_http_llm_metrics_account(ngx_http_request_t *r)
         }
     }
 
+    if (ctx->fb.tier != NGX_HTTP_LLM_TIER_PRIMARY
+        && ctx->fb.tier < NGX_HTTP_LLM_METRICS_TIERS)
+    {
+        (void) ngx_atomic_fetch_add(&zone->sh->fallback[ctx->fb.tier], 1);
+    }
+
+    if (ctx->fb.hops) {
+        (void) ngx_atomic_fetch_add(&zone->sh->hops, ctx->fb.hops);
+    }
+
     if (ctx->ttft && ctx->start) {
         ngx_http_llm_metrics_observe(&slot->ttft,
                                      (ngx_msec_int_t) (ctx->ttft
@@ -918,6 +941,19 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
 
         } else if (f == 10) {
             p = ngx_sprintf(p, "%s %ui\n", fam->name, zone->max);
+
+        } else if (f == 11) {
+            for (j = NGX_HTTP_LLM_TIER_FALLBACK;
+                 j < NGX_HTTP_LLM_METRICS_TIERS;
+                 j++)
+            {
+                p = ngx_sprintf(p, "%s{tier=\"%s\"} %uA\n", fam->name,
+                                ngx_http_llm_metrics_tiers[j],
+                                zone->sh->fallback[j]);
+            }
+
+        } else if (f == 12) {
+            p = ngx_sprintf(p, "%s %uA\n", fam->name, zone->sh->hops);
         }
 
         b->last = p;

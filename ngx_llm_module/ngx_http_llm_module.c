@@ -273,6 +273,27 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       offsetof(ngx_http_llm_loc_conf_t, retry.first_token_timeout),
       NULL },
 
+    { ngx_string("llm_fallback"),
+      NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_llm_fallback_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, fallback),
+      NULL },
+
+    { ngx_string("llm_fallback_stale"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_FLAG,
+      ngx_conf_set_flag_slot,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, fallback.stale),
+      NULL },
+
+    { ngx_string("llm_fallback_template"),
+      NGX_HTTP_MAIN_CONF|NGX_HTTP_SRV_CONF|NGX_HTTP_LOC_CONF|NGX_CONF_TAKE12,
+      ngx_http_llm_fallback_template_directive,
+      NGX_HTTP_LOC_CONF_OFFSET,
+      offsetof(ngx_http_llm_loc_conf_t, fallback),
+      NULL },
+
     { ngx_string("llm_status"),
       NGX_HTTP_LOC_CONF|NGX_CONF_ANY,
       ngx_http_llm_status,
@@ -330,6 +351,10 @@ ngx_http_llm_preconfiguration(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
+    if (ngx_http_llm_fallback_add_variables(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     return ngx_http_llm_add_variables(cf);
 }
 
@@ -341,6 +366,12 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
     ngx_http_core_main_conf_t  *cmcf;
 
     cmcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_core_module);
+
+    /* the named locations of llm_fallback exist now */
+
+    if (ngx_http_llm_fallback_init(cf) != NGX_OK) {
+        return NGX_ERROR;
+    }
 
     /*
      * the body is read in the precontent phase: after access checks
@@ -451,6 +482,7 @@ ngx_http_llm_create_loc_conf(ngx_conf_t *cf)
     ngx_http_llm_cache_create_conf(&conf->cache);
     ngx_http_llm_limit_create_conf(&conf->limit);
     ngx_http_llm_retry_create_conf(&conf->retry);
+    ngx_http_llm_fallback_create_conf(&conf->fallback);
 
     return conf;
 }
@@ -491,6 +523,13 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
     }
 
     if (ngx_http_llm_retry_merge_conf(cf, &prev->retry, &conf->retry)
+        != NGX_CONF_OK)
+    {
+        return NGX_CONF_ERROR;
+    }
+
+    if (ngx_http_llm_fallback_merge_conf(cf, &prev->fallback,
+                                         &conf->fallback)
         != NGX_CONF_OK)
     {
         return NGX_CONF_ERROR;

@@ -24,6 +24,7 @@
 #include "ngx_http_llm_sidecar.h"
 #include "ngx_http_llm_balancer.h"
 #include "ngx_http_llm_retry.h"
+#include "ngx_http_llm_fallback.h"
 
 
 #define NGX_HTTP_LLM_API_AUTO           0xff
@@ -50,6 +51,7 @@ typedef struct {
     ngx_uint_t                  dummy;      /* features add their fields */
     ngx_http_llm_metrics_conf_t metrics;
     ngx_http_llm_sidecar_conf_t sidecar;
+    ngx_array_t                *fallbacks;  /* locations with llm_fallback */
 } ngx_http_llm_main_conf_t;
 
 
@@ -67,6 +69,7 @@ typedef struct {
     ngx_str_t                   status;         /* llm_status page */
     ngx_http_llm_sidecar_loc_conf_t  link;      /* llm_team, llm_route */
     ngx_http_llm_retry_conf_t   retry;          /* llm_retry */
+    ngx_http_llm_fallback_conf_t  fallback;     /* llm_fallback* */
 } ngx_http_llm_loc_conf_t;
 
 
@@ -97,6 +100,7 @@ typedef struct {
     ngx_http_llm_sidecar_ctx_t *link;           /* sidecar route, team */
     ngx_http_llm_balancer_ctx_t bal;            /* llm_balance picks */
     ngx_http_llm_retry_t       *retry;          /* llm_retry, or NULL */
+    ngx_http_llm_fallback_ctx_t fb;             /* fallback chain */
 
     /* event-aligned output when the usage-only chunk is stripped */
     ngx_buf_t                  *pending;        /* partial event bytes */
@@ -132,12 +136,30 @@ extern ngx_module_t  ngx_http_llm_module;
 /* body: the precontent phase handler */
 ngx_int_t ngx_http_llm_body_handler(ngx_http_request_t *r);
 ngx_http_llm_ctx_t *ngx_http_llm_get_ctx(ngx_http_request_t *r);
+ngx_http_llm_ctx_t *ngx_http_llm_find_ctx(ngx_http_request_t *r);
+void ngx_http_llm_ctx_cleanup(void *data);
 void ngx_http_llm_body_resume(ngx_http_request_t *r, ngx_int_t rc);
 ngx_int_t ngx_http_llm_body_contiguous(ngx_http_request_t *r,
     u_char **data, size_t *len);
 
 /* route: the sidecar's decision, after rate limit admission */
 ngx_int_t ngx_http_llm_route(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx);
+/* the model of the forwarded body, becomes the served model */
+ngx_int_t ngx_http_llm_route_set_model(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_str_t *model);
+
+/* fallback: a hop into a named location, the upstream failure caught */
+ngx_int_t ngx_http_llm_fallback_enter(ngx_http_request_t *r);
+ngx_int_t ngx_http_llm_fallback_header(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+const char *ngx_http_llm_fallback_tier_name(ngx_http_llm_ctx_t *ctx);
+
+/* cache: parts of the response cache the fallback chain uses */
+ngx_int_t ngx_http_llm_cache_fallback_stale(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_uint_t serve);
+ngx_int_t ngx_http_llm_cache_stale_covers(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_cache_fallback_hop(ngx_http_llm_ctx_t *ctx);
 
 /* sse: response header and body filters */
 ngx_int_t ngx_http_llm_sse_init_filters(ngx_conf_t *cf);

@@ -232,6 +232,61 @@ ngx_http_llm_retry_install(ngx_http_request_t *r)
 
 
 /*
+ * A hop of the fallback chain (ngx_http_llm_fallback.c): the next group's
+ * tries get a watcher of their own when its location has llm_retry; the
+ * retries of the groups before it still count in $llm_retries and in the
+ * metrics.
+ */
+
+ngx_int_t
+ngx_http_llm_retry_hop(ngx_http_request_t *r)
+{
+    ngx_uint_t                i;
+    ngx_http_llm_ctx_t       *ctx;
+    ngx_http_llm_retry_t     *prev, *rs;
+    ngx_http_llm_loc_conf_t  *llcf;
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
+    prev = ctx->retry;
+
+    if (prev) {
+        if (prev->timer.timer_set) {
+            ngx_del_timer(&prev->timer);
+        }
+
+        /* its held events were another response's */
+        prev->released = 0;
+        prev->ninfos = 0;
+        prev->next = 0;
+    }
+
+    llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
+
+    if (!llcf->retry.enable || ctx->req.stream != 1) {
+        return NGX_OK;
+    }
+
+    ctx->retry = NULL;
+
+    if (ngx_http_llm_retry_install(r) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
+    rs = ctx->retry;
+
+    if (prev && rs) {
+        rs->carried = prev->carried + prev->retries;
+
+        for (i = 0; i < NGX_HTTP_LLM_RETRY_REASONS; i++) {
+            rs->reasons[i] += prev->reasons[i];
+        }
+    }
+
+    return NGX_OK;
+}
+
+
+/*
  * Runs the proxy's handler, which creates r->upstream, sets its callbacks
  * and starts the first try; then wraps the callbacks.
  */
@@ -659,7 +714,7 @@ ngx_http_llm_retry_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
         rs->finalized = 1;
 
         tries = ngx_http_llm_retry_tries(r, rs);
-        rs->retries = tries ? tries - 1 : 0;
+        rs->retries = rs->carried + (tries ? tries - 1 : 0);
 
         /* retries without a reinit: a refused connect, no live peer */
 
@@ -895,7 +950,7 @@ ngx_http_llm_retry_variable(ngx_http_request_t *r,
             }
         }
 
-        n = n ? n - 1 : 0;
+        n = (n ? n - 1 : 0) + (rs ? rs->carried : 0);
 
     } else {
         v->not_found = 1;

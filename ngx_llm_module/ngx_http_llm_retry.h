@@ -76,6 +76,7 @@ typedef struct {
     ngx_uint_t                  state;      /* that of the held try */
     ngx_uint_t                  max;        /* tries allowed, at most */
     ngx_uint_t                  retries;    /* settled at finalize */
+    ngx_uint_t                  carried;    /* of earlier groups */
     ngx_uint_t                  reasons[NGX_HTTP_LLM_RETRY_REASONS];
 
     unsigned                    reason:3;   /* of a failed try */
@@ -96,6 +97,7 @@ char *ngx_http_llm_retry_merge_conf(ngx_conf_t *cf,
 
 /* body phase, before the content handler runs: wraps it */
 ngx_int_t ngx_http_llm_retry_install(ngx_http_request_t *r);
+ngx_int_t ngx_http_llm_retry_hop(ngx_http_request_t *r);
 
 /*
  * The stream watcher (ngx_http_llm_sse.c), for the event ending at stream

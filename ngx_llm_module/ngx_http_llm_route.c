@@ -779,6 +779,42 @@ ngx_http_llm_route_deny(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
 
 /*
+ * llm_fallback model=: the body forwarded by a hop names that model, which
+ * becomes the served model ($llm_served_model, the usage record). The
+ * model is compared with what the body holds now, which an earlier hop
+ * may have changed already.
+ */
+
+ngx_int_t
+ngx_http_llm_route_set_model(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_str_t *model)
+{
+    ngx_int_t                 rc;
+    ngx_str_t                 requested;
+    ngx_http_llm_decision_t   d;
+
+    if (ngx_http_llm_link_ctx(r) == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memzero(&d, sizeof(ngx_http_llm_decision_t));
+    d.model = *model;
+
+    requested = ctx->model;
+
+    if (ctx->link->served_model.len) {
+        ctx->model = ctx->link->served_model;
+    }
+
+    rc = ngx_http_llm_route_edit_body(r, ctx, &d);
+
+    ctx->model = requested;
+
+    return rc;
+}
+
+
+/*
  * The forwarded body follows the decision: the model the sidecar chose,
  * max tokens no higher than its cap, and for OpenAI-style APIs its
  * prompt_cache_key unless the client set one. Located with one pass over

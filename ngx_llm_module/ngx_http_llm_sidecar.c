@@ -1356,7 +1356,10 @@ ngx_http_llm_sidecar_record(ngx_http_request_t *r)
 
     p = ngx_slprintf(p, last, ",\"upstream\":");
 
-    if (ctx->link && ctx->link->upstream.len) {
+    if (ctx->link && ctx->link->upstream.len
+        && ctx->fb.tier == NGX_HTTP_LLM_TIER_PRIMARY)
+    {
+        /* the decision's group; after a fallback, the address used */
         s = ctx->link->upstream;
 
     } else {
@@ -1391,6 +1394,9 @@ ngx_http_llm_sidecar_record(ngx_http_request_t *r)
                      ttft, duration);
 
     p = ngx_http_llm_sidecar_json_str(p, last, &s);
+
+    p = ngx_slprintf(p, last, ",\"tier\":\"%s\"",
+                     ngx_http_llm_fallback_tier_name(ctx));
 
     p = ngx_slprintf(p, last, ",\"ts\":%uL}",
                      (uint64_t) r->start_sec * 1000 + r->start_msec);

@@ -28,6 +28,8 @@ static ngx_int_t ngx_http_llm_upstream_error(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 static ngx_int_t ngx_http_llm_upstream_error_body(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_chain_t *in);
+static ngx_int_t ngx_http_llm_template_body(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_chain_t *in);
 static ngx_int_t ngx_http_llm_body_filter(ngx_http_request_t *r,
     ngx_chain_t *in);
 static ngx_int_t ngx_http_llm_sse_watch(ngx_http_request_t *r,
@@ -69,6 +71,7 @@ ngx_http_llm_sse_init_filters(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_llm_header_filter(ngx_http_request_t *r)
 {
+    ngx_int_t                 rc;
     ngx_http_llm_ctx_t       *ctx;
     ngx_http_llm_loc_conf_t  *llcf;
 
@@ -82,6 +85,19 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
         return ngx_http_next_header_filter(r);
     }
 
+    /* an upstream failure goes down the fallback chain (if any) */
+
+    rc = ngx_http_llm_fallback_header(r, ctx);
+
+    if (rc == NGX_DONE) {
+        /* answered by a stale entry or the template: not watched */
+        return ngx_http_next_header_filter(r);
+    }
+
+    if (rc != NGX_DECLINED) {
+        return rc;
+    }
+
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
 
     if (r->headers_out.status >= NGX_HTTP_BAD_REQUEST) {
@@ -89,7 +105,7 @@ ngx_http_llm_header_filter(ngx_http_request_t *r)
     }
 
     if (r->upstream
-        && r->upstream->headers_in.status_n == 0
+        && (r->upstream->headers_in.status_n == 0 || ctx->fb.intercepted)
         && r->headers_out.status >= NGX_HTTP_INTERNAL_SERVER_ERROR)
     {
         /* nginx's own page for an upstream that never answered */
@@ -199,6 +215,29 @@ ngx_http_llm_upstream_error_body(ngx_http_request_t *r,
 }
 
 
+/* nginx's page is dropped, the template answer goes once */
+
+static ngx_int_t
+ngx_http_llm_template_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_chain_t *in)
+{
+    ngx_chain_t  *cl;
+
+    for (cl = in; cl; cl = cl->next) {
+        cl->buf->pos = cl->buf->last;
+        cl->buf->file_pos = cl->buf->file_last;
+    }
+
+    if (ctx->fb.sent || ctx->fb.out == NULL) {
+        return NGX_OK;
+    }
+
+    ctx->fb.sent = 1;
+
+    return ngx_http_next_body_filter(r, ctx->fb.out);
+}
+
+
 static ngx_int_t
 ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 {
@@ -218,6 +257,15 @@ ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     if (ctx->error_replaced) {
         return ngx_http_llm_upstream_error_body(r, ctx, in);
+    }
+
+    if (ctx->fb.tier == NGX_HTTP_LLM_TIER_STALE) {
+        /* the cache's body filter sends the entry */
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    if (ctx->fb.tier == NGX_HTTP_LLM_TIER_TEMPLATE) {
+        return ngx_http_llm_template_body(r, ctx, in);
     }
 
     if (ctx->json_response) {

@@ -48,7 +48,8 @@ ngx_http_llm_usage_settle(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         }
     }
 
-    if (!ctx->inspected) {
+    if (!ctx->inspected || ctx->fb.tier == NGX_HTTP_LLM_TIER_TEMPLATE) {
+        /* a template answer generated nothing */
         return;
     }
 

@@ -139,7 +139,7 @@ llm_ttft_seconds_sum\{model="gpt-a"\} \d+\.\d{3}
 llm_ttft_seconds_count\{model="gpt-a"\} 1
 (?:.*\n)?llm_request_duration_seconds_count\{model="gpt-a"\} 2
 (?:.*\n)?# TYPE llm_metrics_models gauge
-llm_metrics_models 1\n.*llm_metrics_models_limit 3\n$/s]
+llm_metrics_models 1\n.*llm_metrics_models_limit 3\n# HELP llm_fallback_total .*\nllm_fallback_total\{tier="fallback"\} 0\n.*llm_fallback_hops_total 0\n$/s]
 --- response_body_unlike eval
 [qr/^$/, qr/^$/, qr/sk-secret/]
 --- no_error_log

@@ -775,3 +775,43 @@ x-mock-instance: err
 qr/\Adata: \{"error":\{"message":"mock: injected stream error"/
 --- error_log eval
 qr/\[warn\] .*llm balance: 127\.0\.0\.1:$::E failed before the first token \(1 of max_fails=1\)/
+
+
+
+=== TEST 24: retries exhausted in the primary group, then llm_fallback:
+the next group answers the stream (a retry inside the hop too), one
+access-log line tells both
+--- config
+    location /v1/ {
+        llm_gateway on;
+        llm_retry on;
+        proxy_next_upstream error timeout invalid_header non_idempotent;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        llm_fallback @fb model=m-fb;
+        access_log logs/error.log retry;
+        proxy_pass http://err_err;
+    }
+    location @fb {
+        llm_retry on;
+        proxy_next_upstream error timeout invalid_header non_idempotent;
+        proxy_http_version 1.1;
+        proxy_set_header Connection "";
+        add_header X-Tier $llm_tier always;
+        access_log logs/error.log retry;
+        add_header X-Peer $upstream_addr always;
+        proxy_pass http://err_ok;
+    }
+--- request eval
+"POST /v1/chat/completions\n$::chat"
+--- error_code: 200
+--- response_headers eval
+"Content-Type: text/event-stream\nx-mock-instance: b\nX-Tier: fallback\n"
+. "X-Peer: 127.0.0.1:$::E, 127.0.0.1:$::E2 : 127.0.0.1:$::E, 127.0.0.1:$::B"
+--- response_body_like eval
+qr/\Adata: \{.*"model":"m-fb".*\n\ndata: \[DONE\]\n\n\z/s
+--- error_log eval
+[qr/llm retry: error_event from 127\.0\.0\.1:\d+, giving up after 2 tries/,
+ qr/llm fallback: upstream group failed \(502\), trying \@fb \(hop 1\)/,
+ qr/llm retry: error_event from 127\.0\.0\.1:$::E, trying next \(try 2 of 2\)/,
+ qr/retry-log retries=2 upstream=127\.0\.0\.1:\d+, 127\.0\.0\.1:\d+ : 127\.0\.0\.1:\d+, 127\.0\.0\.1:\d+ status=502, 502 : 502, 200 outcome=complete usage=upstream completion=4 /]

@@ -181,6 +181,7 @@ def record(i, cost_tokens=1000, team="t1", key="k1", model="gpt-4o-mini",
             "upstream": "openai_pool", "prompt_tokens": cost_tokens,
             "cached_tokens": 0, "completion_tokens": 10, "status": 200,
             "ttft_ms": 120, "duration_ms": 900, "usage_source": "upstream",
+            "tier": "fallback",  # the module's field the ledger ignores
             "ts": "2026-11-22T10:00:00.123Z"}
 
 
