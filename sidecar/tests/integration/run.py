@@ -363,6 +363,9 @@ def test_api(tmp):
 
 
 def test_durability(tmp):
+    # records of today: redelivery is deduplicated within the ledger's 24 h
+    # window, counted from now (a fixed date here broke the day it aged out)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     sc = Sidecar(tmp, base_config(tmp)).start()
     acked = set()
     sent = []
@@ -372,7 +375,7 @@ def test_durability(tmp):
     def writer(wid):
         n = 0
         while not stop.is_set():
-            recs = [record(n * 100 + i, prefix="w%d-" % wid)
+            recs = [dict(record(n * 100 + i, prefix="w%d-" % wid), ts=now)
                     for i in range(100)]
             with lock:
                 sent.extend(recs)
