@@ -1641,7 +1641,7 @@ ngx_http_llm_sidecar_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     scf->addr = &u.addrs[0];
     scf->timeout = 200;
-    scf->batch = 500;
+    scf->batch = 100;
     scf->keepalive = 8;
 
     for (i = 2; i < cf->args->nelts; i++) {
@@ -1746,7 +1746,7 @@ ngx_http_llm_sidecar_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    ngx_str_set(&name, "request_id");
+    ngx_str_set(&name, "llm_request_id");
     scf->request_id_index = ngx_http_get_variable_index(cf, &name);
 
     ngx_str_set(&name, "upstream_addr");
