@@ -130,23 +130,27 @@ cpu_ticks() {
     done | paste -sd' '
 }
 
-# children_ms: CPU of this shell's finished children (wrk), ms
-children_ms() {
-    times | awk 'NR == 2 {
-        split($1, u, /[ms]/); split($2, s, /[ms]/)
-        printf "%d", (u[1] * 60 + u[2] + s[1] * 60 + s[2]) * 1000 }'
+# CHILD_TICKS: CPU of this shell's finished children (wrk), ticks; read
+# without a subshell, whose own children would be none
+children_ticks() {
+    local stat f
+    read -r stat < "/proc/$BASHPID/stat"
+    read -ra f <<< "${stat##*) }"
+    CHILD_TICKS=$((f[13] + f[14]))
 }
 
 # cpu_run SIDE CMD...: CMD's figures, its CPU added to $dir/cpu.SIDE
-# ("requests worker sidecar mock" in ticks, then wrk in ms)
+# ("requests worker sidecar mock wrk", ticks)
 cpu_run() {
     local side=$1 before after out wrk0 wrk1
     shift
-    wrk0=$(children_ms)
+    children_ticks
+    wrk0=$CHILD_TICKS
     before=$(cpu_ticks "$worker_pid" "$sidecar_pid" "$bench_mock_pid")
     out=$("$@")
     after=$(cpu_ticks "$worker_pid" "$sidecar_pid" "$bench_mock_pid")
-    wrk1=$(children_ms)
+    children_ticks
+    wrk1=$CHILD_TICKS
     echo "$out"
     echo "$out $before $after $wrk0 $wrk1" | awk '{
         printf "%d %d %d %d %d\n", $3, $8 - $5, $9 - $6, $10 - $7,
@@ -210,10 +214,9 @@ for side in a.A a.B b.A b.C; do
             name["b.A"] = "b. plain proxy_pass"
             name["b.C"] = "b. routed, sidecar stopped"
             u = 1e6 / tck / (n ? n : 1)
-            k = 1e3 / (n ? n : 1)
             printf "  %-28s %9d %9.2f %9.2f %9.2f %9.2f %9.2f\n",
-                name[side], n, w * u, s * u, m * u, c * k,
-                (w + s + m) * u + c * k
+                name[side], n, w * u, s * u, m * u, c * u,
+                (w + s + m + c) * u
         }' "$dir/cpu.$side"
 done
 

@@ -70,7 +70,7 @@ IdDigest id_digest_restore(std::string_view text) {
 
 Ledger::Result Ledger::apply(const UsageRecord &r) {
   const IdDigest d = id_digest(r.request_id);
-  if (!m_ids.insert(d).second) {
+  if (!m_ids.insert(d)) {
     return Result::duplicate;
   }
   m_id_order.emplace_back(r.ts, d);
@@ -91,13 +91,13 @@ void Ledger::restore_cell(const CubeKey &k, const Totals &t) { add_cell(k, t); }
 
 void Ledger::restore_id(const std::string &id, TimeMs ts) {
   const IdDigest d = id_digest_restore(id);
-  if (m_ids.insert(d).second) {
+  if (m_ids.insert(d)) {
     m_id_order.emplace_back(ts, d);
   }
 }
 
 bool Ledger::seen(const std::string &id) const {
-  return m_ids.count(id_digest(id)) != 0;
+  return m_ids.contains(id_digest(id));
 }
 
 void Ledger::expire_ids(TimeMs before) {
