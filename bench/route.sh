@@ -18,7 +18,8 @@ root=$1 nginx=$2
 
 # BENCH_PORT_BASE: 3 ports from it (default 18110); BENCH_MODULE: the .so;
 # BENCH_DIR: configs, logs, the sidecar's socket and data;
-# BENCH_SECONDS x BENCH_ROUNDS per comparison; BENCH_CONNS: wrk connections
+# BENCH_SECONDS x BENCH_ROUNDS per comparison; BENCH_CONNS: wrk connections;
+# BENCH_BATCH: llm_sidecar batch= (the default when unset)
 port=${BENCH_PORT_BASE:-18110}
 secs=${BENCH_SECONDS:-5} rounds=${BENCH_ROUNDS:-4} conns=${BENCH_CONNS:-32}
 mock_port=$port plain_port=$((port + 1)) llm_port=$((port + 2))
@@ -81,7 +82,7 @@ nginx_conf "$dir" 1 <<EOC
         keepalive 64;
     }
     llm_sidecar unix:$sock timeout=200ms spool=bench_spool:16m
-                decisions=bench_decisions:4m;
+                decisions=bench_decisions:4m ${BENCH_BATCH:+batch=$BENCH_BATCH};
     llm_limit_zone bench_lim:4m;
     server {
         listen 127.0.0.1:$plain_port;
@@ -106,6 +107,7 @@ nginx_conf "$dir" 1 <<EOC
 EOC
 
 sidecar_start
+rm -f "$dir/logs/error.log"
 nginx_start "$dir" "$plain_port" "$llm_port"
 
 body=$dir/route.json

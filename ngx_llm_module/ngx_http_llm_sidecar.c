@@ -1641,7 +1641,7 @@ ngx_http_llm_sidecar_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     scf->addr = &u.addrs[0];
     scf->timeout = 200;
-    scf->batch = 100;
+    scf->batch = 500;
     scf->keepalive = 8;
 
     for (i = 2; i < cf->args->nelts; i++) {
