@@ -10,13 +10,6 @@ bool empty(const IdDigest &d) { return d.hi == 0 && d.lo == 0; }
 
 } // namespace
 
-std::size_t IdSet::home(const IdDigest &d) const {
-  // the digest is a hash already: mix both halves, keep the top bits
-  const std::uint64_t h =
-      (d.lo ^ (d.hi * 0x9e3779b97f4a7c15ULL)) * 0xff51afd7ed558ccdULL;
-  return static_cast<std::size_t>(h >> m_shift);
-}
-
 std::size_t IdSet::find(const IdDigest &d) const {
   const std::size_t mask = m_slots.size() - 1;
   std::size_t i = home(d);

@@ -23,6 +23,13 @@ public:
   // false if d was there already
   bool insert(const IdDigest &d);
   bool contains(const IdDigest &d) const;
+  // starts loading d's slot into the cache: a batch prefetches all its ids
+  // before inserting them, so the misses of a large table overlap
+  void prefetch(const IdDigest &d) const {
+    if (!m_slots.empty()) {
+      __builtin_prefetch(&m_slots[home(d)]);
+    }
+  }
   // false if d was not there
   bool erase(const IdDigest &d);
   std::size_t size() const { return m_size + (m_has_zero ? 1 : 0); }
@@ -30,7 +37,12 @@ public:
   void clear();
 
 private:
-  std::size_t home(const IdDigest &d) const;
+  std::size_t home(const IdDigest &d) const {
+    // the digest is a hash already: mix both halves, keep the top bits
+    const std::uint64_t h =
+        (d.lo ^ (d.hi * 0x9e3779b97f4a7c15ULL)) * 0xff51afd7ed558ccdULL;
+    return static_cast<std::size_t>(h >> m_shift);
+  }
   // the slot holding d, or the empty slot where it would go
   std::size_t find(const IdDigest &d) const;
   void grow();

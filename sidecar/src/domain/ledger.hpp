@@ -67,6 +67,10 @@ public:
   // The record's cost must already be set. Duplicates (same request_id
   // within the dedup window) change nothing.
   Result apply(const UsageRecord &r);
+  // A hint before apply()ing a batch: loads the dedup slots of its ids.
+  void prefetch(const UsageRecord &r) const {
+    m_ids.prefetch(id_digest(r.request_id));
+  }
   bool seen(const std::string &request_id) const;
   // Forget request ids whose record is older than `before`.
   void expire_ids(TimeMs before);
