@@ -33,7 +33,7 @@ std::optional<GroupBy> parse_group_by(const std::string &s) {
 
 IdDigest id_digest(std::string_view id) {
   // two FNV-1a passes with unrelated offset bases; request ids are not
-  // chosen by clients (nginx's $request_id by default)
+  // chosen by clients (the module's $llm_request_id)
   return IdDigest{fnv1a64(id), fnv1a64(id, 0x84222325cbf29ce4ULL)};
 }
 
