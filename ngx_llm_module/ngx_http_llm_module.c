@@ -413,6 +413,10 @@ ngx_http_llm_postconfiguration(ngx_conf_t *cf)
 static ngx_int_t
 ngx_http_llm_init_process(ngx_cycle_t *cycle)
 {
+    if (ngx_http_llm_request_id_init(cycle) != NGX_OK) {
+        return NGX_ERROR;
+    }
+
     if (ngx_http_llm_cache_init_process(cycle) != NGX_OK) {
         return NGX_ERROR;
     }

@@ -185,6 +185,7 @@ ngx_int_t ngx_http_llm_limit_drain(ngx_chain_t *in);
 
 /* variables */
 ngx_int_t ngx_http_llm_add_variables(ngx_conf_t *cf);
+ngx_int_t ngx_http_llm_request_id_init(ngx_cycle_t *cycle);
 
 /* error: client API shaped error responses */
 ngx_int_t ngx_http_llm_send_error(ngx_http_request_t *r, ngx_uint_t api,

@@ -36,29 +36,6 @@
     "\"cache_control\":{\"type\":\"ephemeral\"}"
 
 
-typedef struct {
-    ngx_rbtree_node_t               node;       /* key: decision key */
-    ngx_queue_t                     queue;      /* LRU */
-    uint64_t                        key;
-    ngx_msec_t                      expire;
-    size_t                          len;
-    u_char                          data[1];    /* the sidecar's answer */
-} ngx_http_llm_route_node_t;
-
-
-typedef struct {
-    ngx_rbtree_t                    rbtree;
-    ngx_rbtree_node_t               sentinel;
-    ngx_queue_t                     queue;
-} ngx_http_llm_route_shctx_t;
-
-
-typedef struct {
-    ngx_http_llm_route_shctx_t     *sh;
-    ngx_slab_pool_t                *shpool;
-} ngx_http_llm_route_zone_t;
-
-
 /*
  * A position in an Anthropic body: field, message index (-1 for system
  * and tools), block index in the content array (-1: the field itself, a
@@ -102,6 +79,31 @@ typedef struct {
 } ngx_http_llm_decision_t;
 
 
+typedef struct {
+    ngx_rbtree_node_t               node;       /* key: decision key */
+    ngx_queue_t                     queue;      /* LRU */
+    uint64_t                        key;
+    ngx_msec_t                      expire;
+    size_t                          len;
+    /* parsed once when stored: strings as offsets into data */
+    ngx_http_llm_decision_t         decision;
+    u_char                          data[1];    /* the sidecar's answer */
+} ngx_http_llm_route_node_t;
+
+
+typedef struct {
+    ngx_rbtree_t                    rbtree;
+    ngx_rbtree_node_t               sentinel;
+    ngx_queue_t                     queue;
+} ngx_http_llm_route_shctx_t;
+
+
+typedef struct {
+    ngx_http_llm_route_shctx_t     *sh;
+    ngx_slab_pool_t                *shpool;
+} ngx_http_llm_route_zone_t;
+
+
 /* what a decision depends on besides the caller and the model */
 typedef struct {
     uint64_t                        prefix_hash;
@@ -127,9 +129,11 @@ typedef struct {
 static uint64_t ngx_http_llm_route_key(ngx_http_llm_ctx_t *ctx,
     ngx_http_llm_sidecar_ctx_t *link);
 static ngx_int_t ngx_http_llm_route_lookup(ngx_http_request_t *r,
-    ngx_shm_zone_t *zone, uint64_t key, ngx_str_t *answer);
+    ngx_shm_zone_t *zone, uint64_t key, ngx_http_llm_decision_t *d);
 static void ngx_http_llm_route_store(ngx_shm_zone_t *zone, uint64_t key,
-    ngx_msec_t ttl, ngx_str_t *answer);
+    ngx_msec_t ttl, ngx_str_t *answer, ngx_http_llm_decision_t *d);
+static void ngx_http_llm_decision_rebase(ngx_http_llm_decision_t *d,
+    u_char *from, u_char *to);
 static ngx_int_t ngx_http_llm_route_request(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_str_t *body);
 static void ngx_http_llm_route_done(void *data, ngx_int_t status,
@@ -140,7 +144,7 @@ static ngx_int_t ngx_http_llm_route_parse(ngx_str_t *answer,
 static ngx_int_t ngx_http_llm_route_fail(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_int_t status, const char *what);
 static ngx_int_t ngx_http_llm_route_apply(ngx_http_request_t *r,
-    ngx_http_llm_ctx_t *ctx, ngx_str_t *answer);
+    ngx_http_llm_ctx_t *ctx, ngx_http_llm_decision_t *d);
 static ngx_int_t ngx_http_llm_route_deny(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_decision_t *d);
 static ngx_int_t ngx_http_llm_route_edit_body(ngx_http_request_t *r,
@@ -243,8 +247,9 @@ ngx_http_llm_link_ctx(ngx_http_request_t *r)
 ngx_int_t
 ngx_http_llm_route(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 {
-    ngx_str_t                     body, answer;
+    ngx_str_t                     body;
     ngx_pool_cleanup_t           *cln;
+    ngx_http_llm_decision_t       d;
     ngx_http_llm_loc_conf_t      *llcf;
     ngx_http_llm_main_conf_t     *lmcf;
     ngx_http_llm_sidecar_ctx_t   *link;
@@ -270,12 +275,12 @@ ngx_http_llm_route(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     link->decision_key = ngx_http_llm_route_key(ctx, link);
 
     if (ngx_http_llm_route_lookup(r, lmcf->sidecar.decisions,
-                                  link->decision_key, &answer)
+                                  link->decision_key, &d)
         == NGX_OK)
     {
         link->route_status = NGX_HTTP_LLM_ROUTE_CACHED;
         ngx_http_llm_sidecar_count(NGX_HTTP_LLM_LINK_DECISION_CACHE);
-        return ngx_http_llm_route_apply(r, ctx, &answer);
+        return ngx_http_llm_route_apply(r, ctx, &d);
     }
 
     if (!ngx_http_llm_sidecar_available()) {
@@ -359,12 +364,12 @@ ngx_http_llm_route_done(void *data, ngx_int_t status, ngx_str_t *body)
         if (d.ttl_ms > 0) {
             ngx_http_llm_route_store(lmcf->sidecar.decisions,
                                      ctx->link->decision_key,
-                                     (ngx_msec_t) d.ttl_ms, body);
+                                     (ngx_msec_t) d.ttl_ms, body, &d);
         }
 
         ctx->link->route_status = NGX_HTTP_LLM_ROUTE_SIDECAR;
         ngx_http_llm_sidecar_count(NGX_HTTP_LLM_LINK_DECISION_SIDECAR);
-        rc = ngx_http_llm_route_apply(r, ctx, body);
+        rc = ngx_http_llm_route_apply(r, ctx, &d);
     }
 
     ngx_http_llm_body_resume(r, rc);
@@ -682,40 +687,34 @@ ngx_http_llm_route_parse(ngx_str_t *answer, ngx_http_llm_decision_t *d)
 
 static ngx_int_t
 ngx_http_llm_route_apply(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
-    ngx_str_t *answer)
+    ngx_http_llm_decision_t *d)
 {
     ngx_uint_t                   i;
-    ngx_http_llm_decision_t      d;
     ngx_http_llm_sidecar_ctx_t  *link;
 
     link = ctx->link;
 
-    if (ngx_http_llm_route_parse(answer, &d) != NGX_OK) {
-        /* a cached answer always parses; be safe anyway */
-        return ngx_http_llm_route_fail(r, ctx, NGX_ERROR, "route answer");
+    if (d->action.len == 4) {
+        return ngx_http_llm_route_deny(r, ctx, d);
     }
 
-    if (d.action.len == 4) {
-        return ngx_http_llm_route_deny(r, ctx, &d);
-    }
-
-    if (d.upstream.len) {
-        for (i = 0; i < d.upstream.len; i++) {
-            if (d.upstream.data[i] == '\\' || d.upstream.data[i] == '/') {
+    if (d->upstream.len) {
+        for (i = 0; i < d->upstream.len; i++) {
+            if (d->upstream.data[i] == '\\' || d->upstream.data[i] == '/') {
                 return ngx_http_llm_route_fail(r, ctx, NGX_ERROR,
                                                "route answer");
             }
         }
 
-        link->upstream.data = ngx_pstrdup(r->pool, &d.upstream);
+        link->upstream.data = ngx_pstrdup(r->pool, &d->upstream);
         if (link->upstream.data == NULL) {
             return NGX_HTTP_INTERNAL_SERVER_ERROR;
         }
 
-        link->upstream.len = d.upstream.len;
+        link->upstream.len = d->upstream.len;
     }
 
-    if (ngx_http_llm_route_edit_body(r, ctx, &d) != NGX_OK) {
+    if (ngx_http_llm_route_edit_body(r, ctx, d) != NGX_OK) {
         return NGX_HTTP_INTERNAL_SERVER_ERROR;
     }
 
@@ -1730,8 +1729,9 @@ ngx_http_llm_route_find(ngx_http_llm_route_zone_t *zone, uint64_t key)
 
 static ngx_int_t
 ngx_http_llm_route_lookup(ngx_http_request_t *r, ngx_shm_zone_t *shm_zone,
-    uint64_t key, ngx_str_t *answer)
+    uint64_t key, ngx_http_llm_decision_t *d)
 {
+    u_char                     *p;
     ngx_int_t                   rc;
     ngx_http_llm_route_zone_t  *zone;
     ngx_http_llm_route_node_t  *rn;
@@ -1744,11 +1744,13 @@ ngx_http_llm_route_lookup(ngx_http_request_t *r, ngx_shm_zone_t *shm_zone,
     rn = ngx_http_llm_route_find(zone, key);
 
     if (rn && (ngx_msec_int_t) (rn->expire - ngx_current_msec) > 0) {
-        answer->data = ngx_pnalloc(r->pool, rn->len);
+        p = ngx_pnalloc(r->pool, rn->len);
 
-        if (answer->data) {
-            ngx_memcpy(answer->data, rn->data, rn->len);
-            answer->len = rn->len;
+        if (p) {
+            /* the parsed decision, its strings pointing into the copy */
+            ngx_memcpy(p, rn->data, rn->len);
+            *d = rn->decision;
+            ngx_http_llm_decision_rebase(d, NULL, p);
             rc = NGX_OK;
 
             ngx_queue_remove(&rn->queue);
@@ -1764,7 +1766,7 @@ ngx_http_llm_route_lookup(ngx_http_request_t *r, ngx_shm_zone_t *shm_zone,
 
 static void
 ngx_http_llm_route_store(ngx_shm_zone_t *shm_zone, uint64_t key,
-    ngx_msec_t ttl, ngx_str_t *answer)
+    ngx_msec_t ttl, ngx_str_t *answer, ngx_http_llm_decision_t *d)
 {
     ngx_uint_t                  i;
     ngx_queue_t                *q;
@@ -1811,12 +1813,46 @@ ngx_http_llm_route_store(ngx_shm_zone_t *shm_zone, uint64_t key,
         rn->expire = ngx_current_msec + ttl;
         rn->len = answer->len;
         ngx_memcpy(rn->data, answer->data, answer->len);
+        rn->decision = *d;
+        ngx_http_llm_decision_rebase(&rn->decision, answer->data, NULL);
 
         ngx_rbtree_insert(&zone->sh->rbtree, &rn->node);
         ngx_queue_insert_head(&zone->sh->queue, &rn->queue);
     }
 
     ngx_shmtx_unlock(&zone->shpool->mutex);
+}
+
+
+/*
+ * The decision's strings point into the answer text at "from"; moves them
+ * to the same offsets from "to". NULL as "to" keeps bare offsets (the
+ * form stored in the zone), NULL as "from" reads them back.
+ */
+
+static void
+ngx_http_llm_decision_rebase(ngx_http_llm_decision_t *d, u_char *from,
+    u_char *to)
+{
+    ngx_uint_t   i;
+    ngx_str_t   *s[6];
+
+    s[0] = &d->action;
+    s[1] = &d->code;
+    s[2] = &d->reason;
+    s[3] = &d->upstream;
+    s[4] = &d->model;
+    s[5] = &d->prompt_cache_key;
+
+    for (i = 0; i < 6; i++) {
+        if (s[i]->len == 0) {
+            s[i]->data = NULL;
+            continue;
+        }
+
+        s[i]->data = (u_char *) ((uintptr_t) to + ((uintptr_t) s[i]->data
+                                                   - (uintptr_t) from));
+    }
 }
 
 

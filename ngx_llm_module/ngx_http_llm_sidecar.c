@@ -1752,7 +1752,7 @@ ngx_http_llm_sidecar_directive(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         }
     }
 
-    ngx_str_set(&name, "request_id");
+    ngx_str_set(&name, "llm_request_id");
     scf->request_id_index = ngx_http_get_variable_index(cf, &name);
 
     ngx_str_set(&name, "upstream_addr");

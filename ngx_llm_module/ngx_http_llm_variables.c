@@ -14,6 +14,10 @@
 
 #include "ngx_http_llm_module.h"
 
+#if (NGX_LINUX)
+#include <sys/random.h>
+#endif
+
 
 #define NGX_HTTP_LLM_VAR_PROMPT         0
 #define NGX_HTTP_LLM_VAR_COMPLETION     1
@@ -48,6 +52,8 @@ static ngx_int_t ngx_http_llm_var_usage_source(ngx_http_request_t *r,
 static ngx_int_t ngx_http_llm_var_outcome(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_llm_var_hash(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_int_t ngx_http_llm_var_request_id(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 static ngx_int_t ngx_http_llm_var_set(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, u_char *data, size_t len);
@@ -122,8 +128,86 @@ static ngx_http_variable_t  ngx_http_llm_vars[] = {
     { ngx_string("llm_retries"), NULL, ngx_http_llm_retry_variable,
       0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    /* cacheable: one id per request, whoever reads it first */
+    { ngx_string("llm_request_id"), NULL, ngx_http_llm_var_request_id, 0,
+      0, 0 },
+
       ngx_http_null_variable
 };
+
+
+/*
+ * $llm_request_id: 32 hex digits, a random prefix drawn once per worker
+ * (16 digits) and the worker's request counter (16 digits). Unique across
+ * workers and restarts as a random $request_id is, without a call into
+ * the random generator per request.
+ */
+
+static u_char    ngx_http_llm_request_id_prefix[16];
+static uint64_t  ngx_http_llm_request_id_seq;
+
+
+ngx_int_t
+ngx_http_llm_request_id_init(ngx_cycle_t *cycle)
+{
+    uint64_t  seed;
+
+    seed = 0;
+
+#if (NGX_LINUX)
+    if (getrandom(&seed, sizeof(seed), 0) != (ssize_t) sizeof(seed)) {
+        seed = 0;
+    }
+#endif
+
+    if (seed == 0) {
+        seed = ((uint64_t) ngx_random() << 40)
+               ^ ((uint64_t) ngx_random() << 20) ^ (uint64_t) ngx_random()
+               ^ ((uint64_t) ngx_pid << 32) ^ (uint64_t) ngx_time()
+               ^ (uint64_t) ngx_current_msec << 16;
+    }
+
+    (void) ngx_hex_dump(ngx_http_llm_request_id_prefix, (u_char *) &seed,
+                        sizeof(seed));
+
+    ngx_http_llm_request_id_seq = 0;
+
+    return NGX_OK;
+}
+
+
+static ngx_int_t
+ngx_http_llm_var_request_id(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char      *p;
+    uint64_t     n;
+    ngx_uint_t   i;
+
+    static u_char  hex[] = "0123456789abcdef";
+
+    p = ngx_pnalloc(r->pool, 32);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    ngx_memcpy(p, ngx_http_llm_request_id_prefix, 16);
+
+    n = ++ngx_http_llm_request_id_seq;
+
+    for (i = 32; i > 16; i--) {
+        p[i - 1] = hex[n & 0xf];
+        n >>= 4;
+    }
+
+    v->data = p;
+    v->len = 32;
+    v->valid = 1;
+    v->no_cacheable = 0;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
 
 
 ngx_int_t

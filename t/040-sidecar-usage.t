@@ -255,3 +255,18 @@ llm_sidecar unix:/tmp/x.sock timeout=soon;
 --- must_die
 --- error_log
 invalid llm_sidecar parameter "timeout=soon"
+
+
+
+=== TEST 8: $llm_request_id is 32 hex digits, one value per request, and the worker's prefix followed by a counter
+--- config
+    location = /id {
+        add_header X-Id $llm_request_id;
+        echo "$llm_request_id $llm_request_id";
+    }
+--- request eval
+["GET /id", "GET /id"]
+--- response_body_like eval
+[qr/^([0-9a-f]{16})([0-9a-f]{16}) \1\2$/, qr/^([0-9a-f]{32}) \1$/]
+--- response_headers_like eval
+["X-Id: [0-9a-f]{32}", "X-Id: [0-9a-f]{32}"]

@@ -304,6 +304,9 @@ void Engine::ingest(std::vector<UsageRecord> records,
   entries.reserve(records.size());
   {
     Lock lk(m_mu);
+    for (const UsageRecord &r : records) {
+      m_ledger.prefetch(r);
+    }
     for (UsageRecord &r : records) {
       r.cost = cost_of(r);
       if (m_ledger.apply(r) == Ledger::Result::duplicate) {

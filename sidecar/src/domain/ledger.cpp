@@ -33,7 +33,7 @@ std::optional<GroupBy> parse_group_by(const std::string &s) {
 
 IdDigest id_digest(std::string_view id) {
   // two FNV-1a passes with unrelated offset bases; request ids are not
-  // chosen by clients (nginx's $request_id by default)
+  // chosen by clients (the module's $llm_request_id)
   return IdDigest{fnv1a64(id), fnv1a64(id, 0x84222325cbf29ce4ULL)};
 }
 
@@ -70,7 +70,7 @@ IdDigest id_digest_restore(std::string_view text) {
 
 Ledger::Result Ledger::apply(const UsageRecord &r) {
   const IdDigest d = id_digest(r.request_id);
-  if (!m_ids.insert(d).second) {
+  if (!m_ids.insert(d)) {
     return Result::duplicate;
   }
   m_id_order.emplace_back(r.ts, d);
@@ -91,13 +91,13 @@ void Ledger::restore_cell(const CubeKey &k, const Totals &t) { add_cell(k, t); }
 
 void Ledger::restore_id(const std::string &id, TimeMs ts) {
   const IdDigest d = id_digest_restore(id);
-  if (m_ids.insert(d).second) {
+  if (m_ids.insert(d)) {
     m_id_order.emplace_back(ts, d);
   }
 }
 
 bool Ledger::seen(const std::string &id) const {
-  return m_ids.count(id_digest(id)) != 0;
+  return m_ids.contains(id_digest(id));
 }
 
 void Ledger::expire_ids(TimeMs before) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "domain/budgets.hpp"
+#include "domain/id_set.hpp"
 #include "domain/types.hpp"
 
 #include <deque>
@@ -11,27 +12,14 @@
 #include <string>
 #include <string_view>
 #include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 namespace llm {
 
-// A request id as the dedup window remembers it: 128 bits of hash, not the
-// string twice (set and expiry queue each held a heap-allocated copy of a
+// Request ids are remembered as 128-bit digests (IdSet), not the string
+// twice (set and expiry queue each held a heap-allocated copy of a
 // 32-character id). Snapshots store the digest as "#" and 32 hex digits; a
 // plain id (older snapshots) is hashed.
-struct IdDigest {
-  std::uint64_t hi = 0;
-  std::uint64_t lo = 0;
-  bool operator==(const IdDigest &) const = default;
-};
-
-struct IdDigestHash {
-  std::size_t operator()(const IdDigest &d) const {
-    return static_cast<std::size_t>(d.lo);
-  }
-};
-
 IdDigest id_digest(std::string_view id);
 std::string id_digest_text(const IdDigest &d);
 // The digest of a snapshot entry: "#" + 32 hex digits, or a plain id.
@@ -79,6 +67,10 @@ public:
   // The record's cost must already be set. Duplicates (same request_id
   // within the dedup window) change nothing.
   Result apply(const UsageRecord &r);
+  // A hint before apply()ing a batch: loads the dedup slots of its ids.
+  void prefetch(const UsageRecord &r) const {
+    m_ids.prefetch(id_digest(r.request_id));
+  }
   bool seen(const std::string &request_id) const;
   // Forget request ids whose record is older than `before`.
   void expire_ids(TimeMs before);
@@ -105,7 +97,7 @@ private:
   Cube m_cube;
   std::unordered_map<std::string, std::map<std::int64_t, Micros>> m_key_days;
   std::unordered_map<std::string, std::map<std::int64_t, Micros>> m_team_days;
-  std::unordered_set<IdDigest, IdDigestHash> m_ids;
+  IdSet m_ids;
   std::deque<std::pair<TimeMs, IdDigest>> m_id_order;
   Totals m_total;
 };

@@ -16,21 +16,6 @@ namespace llm {
 
 namespace {
 
-const std::uint32_t *crc_table() {
-  static std::uint32_t table[256];
-  static std::once_flag once;
-  std::call_once(once, [] {
-    for (std::uint32_t i = 0; i < 256; ++i) {
-      std::uint32_t c = i;
-      for (int k = 0; k < 8; ++k) {
-        c = (c & 1) ? 0x82f63b78U ^ (c >> 1) : c >> 1;
-      }
-      table[i] = c;
-    }
-  });
-  return table;
-}
-
 void put_u32(std::string &out, std::uint32_t v) {
   for (int i = 0; i < 4; ++i) {
     out.push_back(static_cast<char>((v >> (8 * i)) & 0xff));
@@ -95,16 +80,6 @@ bool fsync_dir(const std::string &dir) {
 }
 
 } // namespace
-
-std::uint32_t crc32c(const void *data, std::size_t len) {
-  const std::uint32_t *t = crc_table();
-  std::uint32_t c = 0xffffffffU;
-  const auto *p = static_cast<const unsigned char *>(data);
-  for (std::size_t i = 0; i < len; ++i) {
-    c = t[(c ^ p[i]) & 0xff] ^ (c >> 8);
-  }
-  return c ^ 0xffffffffU;
-}
 
 bool make_dirs(const std::string &path, unsigned mode) {
   for (std::size_t i = 1; i <= path.size(); ++i) {

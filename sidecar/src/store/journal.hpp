@@ -11,6 +11,8 @@
 // a caller acknowledges only after its callback reports durability.
 #pragma once
 
+#include "store/crc32c.hpp"
+
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
@@ -100,8 +102,6 @@ private:
   std::atomic<std::uint64_t> m_written_gen{0};
   std::atomic<bool> m_failed{false};
 };
-
-std::uint32_t crc32c(const void *data, std::size_t len);
 
 // mkdir -p; false with errno set on failure.
 bool make_dirs(const std::string &path, unsigned mode = 0750);
