@@ -536,6 +536,9 @@ ngx_http_llm_fallback_enter(ngx_http_request_t *r)
 
     ngx_http_set_ctx(r, ctx, ngx_http_llm_module);
 
+    /* r->upstream is still the failed group's */
+    ngx_http_llm_metrics_upstream_hop(r, ctx);
+
     if (ctx->fb.intercepted) {
         status = ctx->fb.status;
 

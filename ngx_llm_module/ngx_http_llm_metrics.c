@@ -10,6 +10,10 @@
  * the label cardinality is bounded whatever clients send. Keys never
  * become labels. Every figure is an atomic add: workers never wait for
  * each other; a model's slot is claimed once under the zone's mutex.
+ *
+ * Upstream attempts are also counted by upstream group, without a model:
+ * up to "upstreams=" group names, taken from nginx.conf (never from a
+ * request) first come first served, then "other".
  */
 
 
@@ -32,6 +36,8 @@
 #define NGX_HTTP_LLM_METRICS_TIERS      4       /* NGX_HTTP_LLM_TIER_* */
 
 #define NGX_HTTP_LLM_METRICS_MAX_MODELS 1000
+#define NGX_HTTP_LLM_METRICS_MAX_GROUPS 1000
+#define NGX_HTTP_LLM_METRICS_GROUPS     32      /* upstreams= default */
 #define NGX_HTTP_LLM_METRICS_LINE       256     /* bytes, one series */
 
 
@@ -59,12 +65,27 @@ typedef struct {
 } ngx_http_llm_metrics_slot_t;
 
 
-/* slots: [0] "none", [1 .. max] named, [max + 1] "other" */
+/* an upstream group: attempts by response status class */
+typedef struct {
+    ngx_atomic_t                hash;           /* 0: group free */
+    size_t                      len;
+    u_char                      name[NGX_HTTP_LLM_METRICS_NAME_LEN];
+    ngx_atomic_t                requests[NGX_HTTP_LLM_METRICS_CLASSES];
+} ngx_http_llm_metrics_group_t;
+
+
+/*
+ * slots: [0] "none", [1 .. max] named, [max + 1] "other";
+ * groups, after the slots: [0 .. groups_max - 1] named, [groups_max] "other"
+ */
 typedef struct {
     ngx_uint_t                  max;
     ngx_atomic_t                used;           /* named slots claimed */
     ngx_atomic_t                fallback[NGX_HTTP_LLM_METRICS_TIERS];
     ngx_atomic_t                hops;           /* fallback chain hops */
+    ngx_uint_t                  groups_max;
+    ngx_atomic_t                groups_used;    /* named groups claimed */
+    ngx_http_llm_metrics_group_t  *groups;
     ngx_http_llm_metrics_slot_t slots[1];
 } ngx_http_llm_metrics_shctx_t;
 
@@ -73,13 +94,25 @@ struct ngx_http_llm_metrics_zone_s {
     ngx_http_llm_metrics_shctx_t  *sh;
     ngx_slab_pool_t               *shpool;
     ngx_uint_t                     max;
+    ngx_uint_t                     groups;      /* upstreams= */
 };
+
+
+/* the zone's layout: the slots, then the groups */
+#define ngx_http_llm_metrics_zone_size(max, groups)                          \
+    (sizeof(ngx_http_llm_metrics_shctx_t)                                     \
+     + ((max) + 1) * sizeof(ngx_http_llm_metrics_slot_t)                      \
+     + ((groups) + 1) * sizeof(ngx_http_llm_metrics_group_t))
 
 
 static ngx_int_t ngx_http_llm_metrics_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
 static ngx_http_llm_metrics_slot_t *ngx_http_llm_metrics_slot(
     ngx_http_llm_metrics_zone_t *zone, ngx_str_t *model);
+static ngx_http_llm_metrics_group_t *ngx_http_llm_metrics_group(
+    ngx_http_llm_metrics_zone_t *zone, ngx_http_upstream_srv_conf_t *uscf);
+static void ngx_http_llm_metrics_count_upstreams(ngx_http_request_t *r,
+    ngx_http_llm_metrics_zone_t *zone, ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_metrics_observe(ngx_http_llm_metrics_hist_t *h,
     ngx_msec_int_t ms);
 static ngx_uint_t ngx_http_llm_metrics_class(ngx_uint_t status);
@@ -159,6 +192,8 @@ static ngx_uint_t  ngx_http_llm_metrics_series[] = {
     NGX_HTTP_LLM_METRICS_BUCKETS + 2,
     NGX_HTTP_LLM_METRICS_BUCKETS + 2,
     NGX_HTTP_LLM_RETRY_REASONS,
+    0,                          /* per group: see the handler */
+    0,
     0,
     0,
     0,
@@ -187,6 +222,9 @@ static ngx_http_llm_metrics_family_t  ngx_http_llm_metrics_families[] = {
     { "llm_upstream_retries_total", "counter",
       "Tries given up for the next upstream server (llm_retry), by "
       "reason." },
+    { "llm_upstream_requests_total", "counter",
+      "Upstream attempts by upstream group and response status class "
+      "(none: no response); groups past upstreams= count as \"other\"." },
     { "llm_metrics_models", "gauge",
       "Models with their own label; later ones count as \"other\"." },
     { "llm_metrics_models_limit", "gauge",
@@ -198,7 +236,7 @@ static ngx_http_llm_metrics_family_t  ngx_http_llm_metrics_families[] = {
 };
 
 
-/* llm_metrics_zone name:size [models=number] */
+/* llm_metrics_zone name:size [models=number] [upstreams=number] */
 
 char *
 ngx_http_llm_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
@@ -209,7 +247,7 @@ ngx_http_llm_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     ssize_t                       size;
     ngx_int_t                     n;
     ngx_str_t                    *value, name, s;
-    ngx_uint_t                    i, max;
+    ngx_uint_t                    i, max, groups;
     ngx_shm_zone_t               *shm_zone;
     ngx_http_llm_metrics_zone_t  *zone;
 
@@ -248,6 +286,7 @@ ngx_http_llm_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     max = 20;
+    groups = NGX_HTTP_LLM_METRICS_GROUPS;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -267,21 +306,36 @@ ngx_http_llm_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "upstreams=", 10) == 0) {
+            n = ngx_atoi(value[i].data + 10, value[i].len - 10);
+
+            if (n == NGX_ERROR || n > NGX_HTTP_LLM_METRICS_MAX_GROUPS) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\" in \"llm_metrics_zone\", "
+                                   "it must be a number from 0 to %d",
+                                   &value[i],
+                                   NGX_HTTP_LLM_METRICS_MAX_GROUPS);
+                return NGX_CONF_ERROR;
+            }
+
+            groups = n;
+            continue;
+        }
+
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "invalid parameter \"%V\" in "
                            "\"llm_metrics_zone\"", &value[i]);
         return NGX_CONF_ERROR;
     }
 
-    if ((size_t) size < sizeof(ngx_http_llm_metrics_shctx_t)
-                        + (max + 1) * sizeof(ngx_http_llm_metrics_slot_t)
+    if ((size_t) size < ngx_http_llm_metrics_zone_size(max, groups)
                         + 4 * ngx_pagesize)
     {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                            "llm_metrics_zone \"%V\" is too small for "
-                           "models=%ui, it needs at least %uzk", &name, max,
-                           (sizeof(ngx_http_llm_metrics_shctx_t)
-                            + (max + 1) * sizeof(ngx_http_llm_metrics_slot_t)
+                           "models=%ui upstreams=%ui, it needs at least %uzk",
+                           &name, max, groups,
+                           (ngx_http_llm_metrics_zone_size(max, groups)
                             + 4 * ngx_pagesize) / 1024 + 1);
         return NGX_CONF_ERROR;
     }
@@ -304,6 +358,7 @@ ngx_http_llm_metrics_zone(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     }
 
     zone->max = max;
+    zone->groups = groups;
 
     shm_zone->init = ngx_http_llm_metrics_init_zone;
     shm_zone->data = zone;
@@ -447,6 +502,7 @@ ngx_http_llm_metrics_init_conf(ngx_conf_t *cf,
         }
 
         zone->max = 20;
+        zone->groups = NGX_HTTP_LLM_METRICS_GROUPS;
 
         shm_zone->init = ngx_http_llm_metrics_init_zone;
         shm_zone->data = zone;
@@ -485,29 +541,39 @@ ngx_http_llm_metrics_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         zone->sh = zone->shpool->data;
     }
 
-    if (zone->sh && zone->sh->max == zone->max) {
+    if (zone->sh
+        && zone->sh->max == zone->max
+        && zone->sh->groups_max == zone->groups)
+    {
         /* reload with an unchanged zone: the counters carry on */
         return NGX_OK;
     }
 
     /*
-     * a new zone, or another "models=": new slots (old workers finish
-     * with the old ones, which stay allocated)
+     * a new zone, or another "models=" or "upstreams=": new slots and
+     * groups (old workers finish with the old ones, which stay allocated)
      */
 
-    size = sizeof(ngx_http_llm_metrics_shctx_t)
-           + (zone->max + 1) * sizeof(ngx_http_llm_metrics_slot_t);
+    size = ngx_http_llm_metrics_zone_size(zone->max, zone->groups);
 
     zone->sh = ngx_slab_calloc(zone->shpool, size);
     if (zone->sh == NULL) {
         ngx_log_error(NGX_LOG_EMERG, shm_zone->shm.log, 0,
-                      "llm_metrics_zone \"%V\" is too small for models=%ui: "
-                      "increase its size", &shm_zone->shm.name, zone->max);
+                      "llm_metrics_zone \"%V\" is too small for models=%ui "
+                      "upstreams=%ui: increase its size",
+                      &shm_zone->shm.name, zone->max, zone->groups);
         return NGX_ERROR;
     }
 
     zone->sh->max = zone->max;
+    zone->sh->groups_max = zone->groups;
+    zone->sh->groups = (ngx_http_llm_metrics_group_t *)
+                           &zone->sh->slots[zone->max + 2];
     zone->shpool->data = zone->sh;
+
+    ngx_memcpy(zone->sh->groups[zone->groups].name, "other", 5);
+    zone->sh->groups[zone->groups].len = 5;
+    zone->sh->groups[zone->groups].hash = 1;
 
     ngx_memcpy(zone->sh->slots[0].name, "none", 4);
     zone->sh->slots[0].len = 4;
@@ -600,6 +666,8 @@ ngx_http_llm_metrics_account(ngx_http_request_t *r)
         }
     }
 
+    ngx_http_llm_metrics_count_upstreams(r, zone, ctx);
+
     if (ctx->retry) {
         for (i = 0; i < NGX_HTTP_LLM_RETRY_REASONS; i++) {
             if (ctx->retry->reasons[i]) {
@@ -632,6 +700,159 @@ ngx_http_llm_metrics_account(ngx_http_request_t *r)
     }
 
     /* the usage spool and the link: ngx_http_llm_sidecar_metrics() */
+}
+
+
+/*
+ * A hop of the fallback chain, before the next location replaces
+ * r->upstream: the attempts so far go to the group that failed.
+ */
+
+void
+ngx_http_llm_metrics_upstream_hop(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx)
+{
+    ngx_http_llm_main_conf_t  *lmcf;
+
+    lmcf = ngx_http_get_module_main_conf(r, ngx_http_llm_module);
+
+    if (lmcf->metrics.shm_zone == NULL) {
+        return;
+    }
+
+    ngx_http_llm_metrics_count_upstreams(r, lmcf->metrics.shm_zone->data,
+                                         ctx);
+}
+
+
+/*
+ * The upstream attempts not counted yet (those since the last hop) count
+ * for the group of r->upstream: they are its tries, the earlier groups'
+ * were counted at their hops.
+ */
+
+static void
+ngx_http_llm_metrics_count_upstreams(ngx_http_request_t *r,
+    ngx_http_llm_metrics_zone_t *zone, ngx_http_llm_ctx_t *ctx)
+{
+    ngx_uint_t                     i, cls;
+    ngx_http_upstream_state_t     *state;
+    ngx_http_upstream_srv_conf_t  *uscf;
+    ngx_http_llm_metrics_group_t  *group;
+
+    if (r->upstream_states == NULL
+        || ctx->upstream_counted >= r->upstream_states->nelts)
+    {
+        return;
+    }
+
+    uscf = r->upstream ? r->upstream->upstream : NULL;
+    group = ngx_http_llm_metrics_group(zone, uscf);
+
+    state = r->upstream_states->elts;
+
+    for (i = ctx->upstream_counted; i < r->upstream_states->nelts; i++) {
+        if (state[i].peer == NULL) {
+            /* a separator between upstream groups */
+            continue;
+        }
+
+        cls = ngx_http_llm_metrics_class(state[i].status);
+        (void) ngx_atomic_fetch_add(&group->requests[cls], 1);
+    }
+
+    ctx->upstream_counted = r->upstream_states->nelts;
+}
+
+
+/*
+ * The row of an upstream group: its own while there is room, else
+ * "other"; so is an address of a proxy_pass with variables that names no
+ * group (uscf NULL) and a name that would need escaping as a label. The
+ * name of an implicit group (proxy_pass to an address) carries its port.
+ */
+
+static ngx_http_llm_metrics_group_t *
+ngx_http_llm_metrics_group(ngx_http_llm_metrics_zone_t *zone,
+    ngx_http_upstream_srv_conf_t *uscf)
+{
+    u_char                         c, *p;
+    u_char                         name[NGX_HTTP_LLM_METRICS_NAME_LEN];
+    size_t                         len;
+    ngx_uint_t                     i, used, hash;
+    ngx_http_llm_metrics_group_t  *group, *other;
+    ngx_http_llm_metrics_shctx_t  *sh;
+
+    sh = zone->sh;
+    other = &sh->groups[sh->groups_max];
+
+    if (uscf == NULL || uscf->host.len == 0
+        || uscf->host.len + sizeof(":65535") > sizeof(name))
+    {
+        return other;
+    }
+
+    p = ngx_cpymem(name, uscf->host.data, uscf->host.len);
+
+    if (uscf->port) {
+        p = ngx_sprintf(p, ":%d", (int) uscf->port);
+    }
+
+    len = p - name;
+
+    for (i = 0; i < len; i++) {
+        c = name[i];
+
+        if (c <= ' ' || c >= 0x7f || c == '"' || c == '\\') {
+            return other;
+        }
+    }
+
+    if (len == 5 && ngx_strncmp(name, "other", 5) == 0) {
+        return other;
+    }
+
+    hash = ngx_hash_key(name, len) | 2;
+
+    for ( ;; ) {
+        used = sh->groups_used;
+
+        for (i = 0; i < used; i++) {
+            group = &sh->groups[i];
+
+            if (group->hash == hash && group->len == len
+                && ngx_strncmp(group->name, name, len) == 0)
+            {
+                return group;
+            }
+        }
+
+        if (used >= sh->groups_max) {
+            return other;
+        }
+
+        ngx_shmtx_lock(&zone->shpool->mutex);
+
+        if (sh->groups_used != used) {
+            /* another worker claimed a row meanwhile: look again */
+            ngx_shmtx_unlock(&zone->shpool->mutex);
+            continue;
+        }
+
+        group = &sh->groups[used];
+
+        ngx_memcpy(group->name, name, len);
+        group->len = len;
+        group->hash = hash;
+
+        ngx_memory_barrier();
+
+        sh->groups_used = used + 1;
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        return group;
+    }
 }
 
 
@@ -784,12 +1005,13 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
     size_t                         size;
     ngx_buf_t                     *b;
     ngx_str_t                      type;
-    ngx_uint_t                     f, i, j, k, nslots, used;
+    ngx_uint_t                     f, i, j, k, nslots, used, groups;
     ngx_chain_t                   *out, **ll;
     ngx_atomic_uint_t              n;
     ngx_http_llm_main_conf_t      *lmcf;
     ngx_http_llm_metrics_slot_t   *slot;
     ngx_http_llm_metrics_zone_t   *zone;
+    ngx_http_llm_metrics_group_t  *group;
     ngx_http_llm_metrics_family_t *fam;
 
     if (!(r->method & (NGX_HTTP_GET|NGX_HTTP_HEAD))) {
@@ -806,6 +1028,8 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
     used = zone->sh->used;
     nslots = used + 2;
 
+    groups = zone->sh->groups_used;
+
     out = NULL;
     ll = &out;
     len = 0;
@@ -817,6 +1041,11 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
 
         size = 512 + nslots * ngx_http_llm_metrics_series[f]
                      * NGX_HTTP_LLM_METRICS_LINE;
+
+        if (f == 9) {
+            size += (groups + 1) * NGX_HTTP_LLM_METRICS_CLASSES
+                    * NGX_HTTP_LLM_METRICS_LINE;
+        }
 
         b = ngx_create_temp_buf(r->pool, size);
         if (b == NULL) {
@@ -937,12 +1166,28 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
         }
 
         if (f == 9) {
-            p = ngx_sprintf(p, "%s %ui\n", fam->name, used);
+            for (i = 0; i <= groups; i++) {
+                group = (i == groups) ? &zone->sh->groups[zone->sh->groups_max]
+                                      : &zone->sh->groups[i];
+
+                for (j = 0; j < NGX_HTTP_LLM_METRICS_CLASSES; j++) {
+                    n = group->requests[j];
+                    if (n) {
+                        p = ngx_sprintf(p, "%s{upstream=\"%*s\","
+                                        "status=\"%s\"} %uA\n", fam->name,
+                                        group->len, group->name,
+                                        ngx_http_llm_metrics_classes[j], n);
+                    }
+                }
+            }
 
         } else if (f == 10) {
-            p = ngx_sprintf(p, "%s %ui\n", fam->name, zone->max);
+            p = ngx_sprintf(p, "%s %ui\n", fam->name, used);
 
         } else if (f == 11) {
+            p = ngx_sprintf(p, "%s %ui\n", fam->name, zone->max);
+
+        } else if (f == 12) {
             for (j = NGX_HTTP_LLM_TIER_FALLBACK;
                  j < NGX_HTTP_LLM_METRICS_TIERS;
                  j++)
@@ -952,7 +1197,7 @@ ngx_http_llm_metrics_handler(ngx_http_request_t *r)
                                 zone->sh->fallback[j]);
             }
 
-        } else if (f == 12) {
+        } else if (f == 13) {
             p = ngx_sprintf(p, "%s %uA\n", fam->name, zone->sh->hops);
         }
 

@@ -225,7 +225,7 @@ static ngx_command_t  ngx_http_llm_commands[] = {
       &ngx_http_llm_limit_log_levels },
 
     { ngx_string("llm_metrics_zone"),
-      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE12,
+      NGX_HTTP_MAIN_CONF|NGX_CONF_TAKE123,
       ngx_http_llm_metrics_zone,
       NGX_HTTP_MAIN_CONF_OFFSET,
       0,

@@ -101,6 +101,7 @@ typedef struct {
     ngx_http_llm_balancer_ctx_t bal;            /* llm_balance picks */
     ngx_http_llm_retry_t       *retry;          /* llm_retry, or NULL */
     ngx_http_llm_fallback_ctx_t fb;             /* fallback chain */
+    ngx_uint_t                  upstream_counted;   /* states by group */
 
     /* event-aligned output when the usage-only chunk is stripped */
     ngx_buf_t                  *pending;        /* partial event bytes */
@@ -160,6 +161,10 @@ ngx_int_t ngx_http_llm_cache_fallback_stale(ngx_http_request_t *r,
 ngx_int_t ngx_http_llm_cache_stale_covers(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_cache_fallback_hop(ngx_http_llm_ctx_t *ctx);
+
+/* metrics: the attempts of the group a fallback hop leaves */
+void ngx_http_llm_metrics_upstream_hop(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
 
 /* sse: response header and body filters */
 ngx_int_t ngx_http_llm_sse_init_filters(ngx_conf_t *cf);

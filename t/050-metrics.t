@@ -1,13 +1,15 @@
 # Metrics: counters and histograms in shared memory served in the Prometheus
 # text format by llm_metrics (every answer checked by `promtool check
-# metrics`), label cardinality bounded by models=, the status page, the
-# shipped alert rules (`promtool check rules`) and dashboard, and the
-# configuration errors of llm_metrics_zone / llm_status.
+# metrics`), label cardinality bounded by models= and upstreams=, upstream
+# attempts by group across a fallback chain, the figures across a reload,
+# the status page, the shipped alert rules (`promtool check rules`) and
+# dashboard, and the configuration errors of llm_metrics_zone / llm_status.
 
 use FindBin; use lib $FindBin::Bin; use LLM;
 use Test::Nginx::Socket 'no_plan';
 use File::Temp qw(tempfile);
 use JSON::PP;
+use Time::HiRes ();
 
 repeat_each(1);
 no_shuffle();
@@ -29,6 +31,51 @@ add_response_body_check(sub {
     my $out = `$promtool check metrics < $file 2>&1`;
     Test::More::is($? >> 8, 0, $block->name . " - promtool check metrics")
         or Test::More::diag($out);
+});
+
+# "--- hup_after: N": once the response to request N has been read, nginx
+# reloads (such a block runs with a master process: HUP starts new
+# workers, the old one closes its sockets); "--- hup_edit" (Perl code run
+# on $_) may change nginx.conf first
+add_response_body_check(sub {
+    my ($block, $body, $idx, $rep, $dry_run) = @_;
+
+    return if $dry_run || !defined $block->hup_after
+              || $idx != $block->hup_after;
+
+    my $conf = $Test::Nginx::Util::ConfFile;
+    my $log = $Test::Nginx::Util::ErrLogFile;
+
+    if (defined $block->hup_edit) {
+        open my $in, '<', $conf or die "$conf: $!";
+        local $_ = do { local $/; <$in> };
+        close $in;
+        eval $block->hup_edit;
+        die $@ if $@;
+        open my $out, '>', $conf or die "$conf: $!";
+        print $out $_;
+        close $out;
+    }
+
+    my $from = -s $log;
+    open my $pf, '<', $Test::Nginx::Util::PidFile or die $!;
+    my $pid = <$pf>;
+    close $pf;
+    chomp $pid;
+    kill 'HUP', $pid or die "HUP $pid: $!";
+
+    my $done = 0;
+    for (1 .. 100) {
+        open my $lf, '<', $log or die "$log: $!";
+        seek $lf, $from, 0;
+        my $new = do { local $/; <$lf> } // '';
+        close $lf;
+        $done = $new =~ /reconfiguring.*start worker process.*gracefully shutting down/s;
+        last if $done;
+        Time::HiRes::sleep(0.05);
+    }
+
+    Test::More::ok($done, $block->name . " - reloaded after request $idx");
 });
 
 # the shipped alert rules and dashboard, once per run of this file
@@ -72,6 +119,9 @@ add_response_body_check(sub {
 add_block_preprocessor(sub {
     my $block = shift;
 
+    $Test::Nginx::Util::MasterProcessEnabled =
+        defined $block->hup_after ? 'on' : 'off';
+
     if (!defined $block->http_config) {
         $block->set_value("http_config", <<"_EOC_");
     upstream mock {
@@ -103,6 +153,12 @@ _EOC_
         $block->set_value("no_error_log", "[alert]\n[crit]\n[emerg]\n");
     }
 });
+
+sub body {
+    my ($model) = @_;
+    return "{\"model\":\"$model\",\"max_tokens\":12,"
+           . '"messages":[{"role":"user","content":"hi"}]}';
+}
 
 sub chat {
     my ($model, $extra) = @_;
@@ -308,7 +364,7 @@ invalid "models=lots" in "llm_metrics_zone", it must be a number from 0 to 1000
 --- config
 --- must_die
 --- error_log
-llm_metrics_zone "metrics" is too small for models=1000, it needs at least
+llm_metrics_zone "metrics" is too small for models=1000 upstreams=32, it needs at least
 
 
 
@@ -332,3 +388,224 @@ llm_metrics_zone "metrics" is too small for models=1000, it needs at least
 --- must_die
 --- error_log
 invalid URI in "metrics=/m"+alert(1)+"" of "llm_status"
+
+
+
+=== TEST 15: upstream attempts by group and status class; an address that names no group counts as "other"
+--- http_config
+    upstream alpha {
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    upstream beta {
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+    }
+    map $http_x_group $llm_group {
+        default     alpha;
+        beta        beta;
+        addr        127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+    llm_metrics_zone metrics:1m;
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://$llm_group;
+    }
+    location = /metrics {
+        llm_metrics;
+    }
+--- request eval
+[::chat("g"), ::chat("g"), ::chat("g"), ::chat("g"), ::chat("g"),
+ "GET /metrics"]
+--- more_headers eval
+["Content-Type: application/json",
+ "Content-Type: application/json\nx-mock-status: 503",
+ "Content-Type: application/json\nx-group: beta",
+ "Content-Type: application/json",
+ "Content-Type: application/json\nx-group: addr",
+ ""]
+--- error_code eval
+[200, 503, 200, 200, 200, 200]
+--- response_headers eval
+["x-mock-instance: mock", "", "x-mock-instance: a", "", "x-mock-instance: b", ""]
+--- response_body_like eval
+[qr/./, qr/./, qr/./, qr/./, qr/./,
+ qr/\n# TYPE llm_upstream_requests_total counter
+llm_upstream_requests_total\{upstream="alpha",status="2xx"\} 2
+llm_upstream_requests_total\{upstream="alpha",status="5xx"\} 1
+llm_upstream_requests_total\{upstream="beta",status="2xx"\} 1
+llm_upstream_requests_total\{upstream="other",status="2xx"\} 1
+# HELP llm_metrics_models /s]
+
+
+
+=== TEST 16: a fallback chain: each group counts its own attempts, retries included
+--- http_config
+    upstream alpha {
+        server 127.0.0.1:1;
+        server 127.0.0.1:1;
+    }
+    upstream beta {
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+    }
+    llm_metrics_zone metrics:1m;
+--- config
+    location /v1/ {
+        llm_gateway on;
+        llm_fallback @fb;
+        proxy_pass http://alpha;
+    }
+    location @fb {
+        llm_gateway on;
+        proxy_pass http://beta;
+    }
+    location = /metrics {
+        llm_metrics;
+    }
+--- request eval
+[::chat("f"), "GET /metrics"]
+--- error_code eval
+[200, 200]
+--- response_body_like eval
+[qr/chat\.completion/,
+ qr/llm_upstream_responses_total\{model="f",status="2xx"\} 1
+llm_upstream_responses_total\{model="f",status="5xx"\} 2
+(?:.*\n)?# TYPE llm_upstream_requests_total counter
+llm_upstream_requests_total\{upstream="alpha",status="5xx"\} 2
+llm_upstream_requests_total\{upstream="beta",status="2xx"\} 1
+# HELP llm_metrics_models (?:.*\n)?llm_fallback_hops_total 1\n$/s]
+
+
+
+=== TEST 17: groups beyond upstreams= fold into "other"; an implicit group is host:port
+--- http_config
+    upstream alpha {
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    upstream beta {
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+    }
+    llm_metrics_zone metrics:1m upstreams=2;
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://alpha;
+    }
+    location /b/ {
+        llm_gateway on;
+        llm_api chat;
+        proxy_pass http://beta/v1/;
+    }
+    location /c/ {
+        llm_gateway on;
+        llm_api chat;
+        proxy_pass http://127.0.0.1:$TEST_NGINX_MOCK_B/v1/;
+    }
+    location = /metrics {
+        llm_metrics;
+    }
+--- request eval
+[::chat("u"), "POST /c/chat/completions\n" . ::body("u"),
+ "POST /b/chat/completions\n" . ::body("u"),
+ "POST /b/chat/completions\n" . ::body("u"),
+ "GET /metrics"]
+--- error_code eval
+[200, 200, 200, 200, 200]
+--- response_body_like eval
+[qr/./, qr/./, qr/./, qr/./,
+ qr/\n# TYPE llm_upstream_requests_total counter
+llm_upstream_requests_total\{upstream="alpha",status="2xx"\} 1
+llm_upstream_requests_total\{upstream="127\.0\.0\.1:$ENV{TEST_NGINX_MOCK_B}",status="2xx"\} 1
+llm_upstream_requests_total\{upstream="other",status="2xx"\} 2
+# HELP llm_metrics_models /s]
+
+
+
+=== TEST 18: upstreams=0: every group is "other"
+--- http_config
+    upstream mock {
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    llm_metrics_zone metrics:1m upstreams=0;
+--- request eval
+[::chat("z"), "GET /metrics"]
+--- response_body_like eval
+[qr/./, qr/\n# TYPE llm_upstream_requests_total counter
+llm_upstream_requests_total\{upstream="other",status="2xx"\} 1
+# HELP llm_metrics_models /s]
+
+
+
+=== TEST 19: a reload keeps the figures of an unchanged zone
+--- http_config
+    upstream mock {
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    upstream beta {
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+    }
+    llm_metrics_zone metrics:1m models=3 upstreams=4;
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://mock;
+    }
+    location /b/ {
+        llm_gateway on;
+        llm_api chat;
+        proxy_pass http://beta/v1/;
+    }
+    location = /metrics {
+        llm_metrics;
+    }
+--- hup_after: 1
+--- request eval
+[::chat("r"), ::chat("r"), ::chat("r"),
+ "POST /b/chat/completions\n" . ::body("r"),
+ "GET /metrics"]
+--- response_body_like eval
+[qr/./, qr/./, qr/./, qr/./,
+ qr/llm_requests_total\{model="r",api="chat",status="2xx"\} 4
+(?:.*\n)?# TYPE llm_upstream_requests_total counter
+llm_upstream_requests_total\{upstream="mock",status="2xx"\} 3
+llm_upstream_requests_total\{upstream="beta",status="2xx"\} 1
+# HELP llm_metrics_models /s]
+
+
+
+=== TEST 20: a reload with another upstreams= starts the figures anew
+--- http_config
+    upstream mock {
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    llm_metrics_zone metrics:1m upstreams=4;
+--- hup_after: 1
+--- hup_edit
+s/upstreams=4/upstreams=5/ or die "no upstreams=4 in nginx.conf";
+--- request eval
+[::chat("s"), ::chat("s"), ::chat("s"), "GET /metrics"]
+--- response_body_like eval
+[qr/./, qr/./, qr/./,
+ qr/llm_requests_total\{model="s",api="chat",status="2xx"\} 1
+(?:.*\n)?# TYPE llm_upstream_requests_total counter
+llm_upstream_requests_total\{upstream="mock",status="2xx"\} 1
+# HELP llm_metrics_models /s]
+
+
+
+=== TEST 21: llm_metrics_zone rejects a bad upstreams=, with file:line
+--- http_config
+    llm_metrics_zone metrics:1m upstreams=1001;
+--- config
+--- must_die
+--- error_log eval
+qr/\[emerg\] .*invalid "upstreams=1001" in "llm_metrics_zone", it must be a number from 0 to 1000 in \S+nginx\.conf:\d+/
+
+
+
+=== TEST 22: a zone too small for upstreams=
+--- http_config
+    llm_metrics_zone metrics:64k models=0 upstreams=1000;
+--- config
+--- must_die
+--- error_log
+llm_metrics_zone "metrics" is too small for models=0 upstreams=1000, it needs at least
