@@ -777,7 +777,8 @@ ngx_http_llm_metrics_group(ngx_http_llm_metrics_zone_t *zone,
     ngx_http_upstream_srv_conf_t *uscf)
 {
     u_char                         c, *p;
-    u_char                         name[NGX_HTTP_LLM_METRICS_NAME_LEN];
+    u_char                         name[NGX_HTTP_LLM_METRICS_NAME_LEN
+                                        + sizeof(":65535")];
     size_t                         len;
     ngx_uint_t                     i, used, hash;
     ngx_http_llm_metrics_group_t  *group, *other;
@@ -787,7 +788,7 @@ ngx_http_llm_metrics_group(ngx_http_llm_metrics_zone_t *zone,
     other = &sh->groups[sh->groups_max];
 
     if (uscf == NULL || uscf->host.len == 0
-        || uscf->host.len + sizeof(":65535") > sizeof(name))
+        || uscf->host.len >= NGX_HTTP_LLM_METRICS_NAME_LEN)
     {
         return other;
     }
@@ -799,6 +800,10 @@ ngx_http_llm_metrics_group(ngx_http_llm_metrics_zone_t *zone,
     }
 
     len = p - name;
+
+    if (len >= NGX_HTTP_LLM_METRICS_NAME_LEN) {
+        return other;
+    }
 
     for (i = 0; i < len; i++) {
         c = name[i];

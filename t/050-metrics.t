@@ -535,7 +535,39 @@ llm_upstream_requests_total\{upstream="other",status="2xx"\} 1
 
 
 
-=== TEST 19: a reload keeps the figures of an unchanged zone
+=== TEST 19: a group name of 64 bytes or more counts as "other", one of 63 does not
+--- http_config
+    upstream gggggggggggggggggggggggggggggggggggggggggggggggggggggggggggg-long-name {
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+    upstream hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh {
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+    }
+    llm_metrics_zone metrics:1m;
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://gggggggggggggggggggggggggggggggggggggggggggggggggggggggggggg-long-name;
+    }
+    location /b/ {
+        llm_gateway on;
+        llm_api chat;
+        proxy_pass http://hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh/v1/;
+    }
+    location = /metrics {
+        llm_metrics;
+    }
+--- request eval
+[::chat("n"), "POST /b/chat/completions\n" . ::body("n"), "GET /metrics"]
+--- response_body_like eval
+[qr/./, qr/./, qr/\n# TYPE llm_upstream_requests_total counter
+llm_upstream_requests_total\{upstream="hhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhhh",status="2xx"\} 1
+llm_upstream_requests_total\{upstream="other",status="2xx"\} 1
+# HELP llm_metrics_models /s]
+
+
+
+=== TEST 20: a reload keeps the figures of an unchanged zone
 --- http_config
     upstream mock {
         server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
@@ -572,7 +604,7 @@ llm_upstream_requests_total\{upstream="beta",status="2xx"\} 1
 
 
 
-=== TEST 20: a reload with another upstreams= starts the figures anew
+=== TEST 21: a reload with another upstreams= starts the figures anew
 --- http_config
     upstream mock {
         server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
@@ -592,7 +624,7 @@ llm_upstream_requests_total\{upstream="mock",status="2xx"\} 1
 
 
 
-=== TEST 21: llm_metrics_zone rejects a bad upstreams=, with file:line
+=== TEST 22: llm_metrics_zone rejects a bad upstreams=, with file:line
 --- http_config
     llm_metrics_zone metrics:1m upstreams=1001;
 --- config
@@ -602,7 +634,7 @@ qr/\[emerg\] .*invalid "upstreams=1001" in "llm_metrics_zone", it must be a numb
 
 
 
-=== TEST 22: a zone too small for upstreams=
+=== TEST 23: a zone too small for upstreams=
 --- http_config
     llm_metrics_zone metrics:64k models=0 upstreams=1000;
 --- config
