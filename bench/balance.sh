@@ -155,11 +155,12 @@ field() {   # field FILE NAME
 
 row() {     # row METHOD FILE
     local f=$2
-    printf '  %-12s %5s %5s %7s %8s %8s %8s %6s %6s  %s\n' "$1" \
+    printf '  %-12s %5s %5s %7s %8s %8s %8s %6s %6s %7s  %s\n' "$1" \
         "$(field "$f" requests)" "$(field "$f" errors)" \
         "$(field "$f" hit_rate)" "$(field "$f" ttft_p50_ms)" \
         "$(field "$f" ttft_p90_ms)" "$(field "$f" goodput)" \
         "$(field "$f" max_inflight)" "$(field "$f" mean_inflight)" \
+        "$(field "$f" placed_over)/$(field "$f" placed_excess)" \
         "$(field "$f" instances)"
 }
 
@@ -180,7 +181,9 @@ echo "bench-balance: 4 mock replicas (prefill $prefill_us us per uncached" \
      "token, $blocks cache blocks of 16 tokens, 8 tokens at 5 ms), nginx 1" \
      "worker, loadgen open loop: Poisson $rate/s, seed $seed, $requests" \
      "requests a trace; goodput = req/s without error and TTFT <= $slo ms" \
-     "($slo_cold ms on nosharing); in flight per replica from the client"
+     "($slo_cold ms on nosharing); in flight per replica from the client;" \
+     "over/ex: arrivals placed on a replica holding more than" \
+     "ceil(1.25 x mean in flight per replica then) + 1, largest excess"
 
 for scenario in $scenarios; do
     trace=$scenario slo_ms=$slo mock=normal
@@ -199,8 +202,9 @@ for scenario in $scenarios; do
                    "(proxy_next_upstream http_429; the oracle has no failover):" ;;
         *)    echo "trace $scenario:" ;;
     esac
-    printf '  %-12s %5s %5s %7s %8s %8s %8s %6s %6s  %s\n' method reqs errs \
-        hitrate p50_ms p90_ms goodput maxinf meaninf "requests per replica"
+    printf '  %-12s %5s %5s %7s %8s %8s %8s %6s %6s %7s  %s\n' method reqs \
+        errs hitrate p50_ms p90_ms goodput maxinf meaninf over/ex \
+        "requests per replica"
     for m in $methods; do
         run_one "$trace" "$m" "$slo_ms" > "$dir/results/$scenario.$m"
         row "$m" "$dir/results/$scenario.$m"
@@ -246,6 +250,10 @@ for m in $methods; do
         goal "$m: zipf max in flight (least_conn: $(val zipf least_conn max_inflight))" \
             "$mx <= $lim" "ceil(1.25 x $mean) + 1:" \
             "$( [ "$mx" -le "$lim" ] && echo 1 || echo 0)"
+        o=$(val zipf "$m" placed_over) x=$(val zipf "$m" placed_excess)
+        goal "$m: zipf placements above the bound (least_conn: $(val zipf least_conn placed_over))" \
+            "$o (excess $x)" "ceil(1.25 x mean now) + 1, 0:" \
+            "$( [ "$o" = 0 ] && echo 1 || echo 0)"
     fi
 done
 if ls "$dir"/results/429.* > /dev/null 2>&1; then
