@@ -64,6 +64,7 @@ struct ngx_http_llm_balancer_conf_s {
     ngx_uint_t                      method;
     ngx_msec_t                      decay;
     double                          epsilon;
+    ngx_uint_t                      slack;          /* requests */
     ngx_uint_t                      tokens;         /* prefix key: K */
     ngx_uint_t                      output_tokens;
     ngx_msec_t                      cooldown;
@@ -187,6 +188,7 @@ ngx_http_llm_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     bcf->decay = 10000;
     bcf->epsilon = 0.25;
+    bcf->slack = 0;
     bcf->output_tokens = NGX_HTTP_LLM_BALANCE_OUTPUT;
     bcf->cooldown = 1000;
 
@@ -225,6 +227,24 @@ ngx_http_llm_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             bcf->epsilon = (double) n / 1000;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "slack=", 6) == 0) {
+            if (bcf->method != NGX_HTTP_LLM_BALANCE_PREFIX) {
+                goto only;
+            }
+
+            n = ngx_atoi(value[i].data + 6, value[i].len - 6);
+            if (n == NGX_ERROR || n > 1000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\" in \"llm_balance\": "
+                                   "slack must be a number of requests from "
+                                   "0 to 1000, e.g. slack=1", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            bcf->slack = n;
             continue;
         }
 
@@ -305,7 +325,8 @@ only:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "\"%V\" does not apply to \"llm_balance %V\": decay= "
-                       "is for peak_ewma, epsilon= and tokens= for prefix",
+                       "is for peak_ewma, epsilon=, slack= and tokens= for "
+                       "prefix",
                        &value[i], &value[1]);
     return NGX_CONF_ERROR;
 
@@ -802,7 +823,7 @@ again:
             && ctx && ctx->inspected)
         {
             best = ngx_http_llm_pick_ring(&bcf->ring, pd->pick, n, pd->key,
-                                          bcf->epsilon, recent);
+                                          bcf->epsilon, bcf->slack, recent);
 
         } else if (bcf->method == NGX_HTTP_LLM_BALANCE_EWMA) {
             rnd = bcf->seeded ? ngx_http_llm_pick_mix(bcf->seed + sh->draws++)

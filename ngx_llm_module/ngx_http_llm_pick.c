@@ -337,7 +337,7 @@ ngx_http_llm_pick_totals(const ngx_http_llm_pick_peer_t *peers, size_t n,
 
 static uint32_t
 ngx_http_llm_pick_cap(uint64_t load, uint64_t weight, uint32_t w,
-    double epsilon)
+    double epsilon, uint32_t slack)
 {
     double  cap;
 
@@ -349,26 +349,27 @@ ngx_http_llm_pick_cap(uint64_t load, uint64_t weight, uint32_t w,
 
     /* ceil without libm */
 
-    return (uint32_t) cap + ((double) (uint32_t) cap < cap);
+    return (uint32_t) cap + ((double) (uint32_t) cap < cap) + slack;
 }
 
 
 uint32_t
 ngx_http_llm_pick_bound(const ngx_http_llm_pick_peer_t *peers, size_t n,
-    size_t i, double epsilon)
+    size_t i, double epsilon, uint32_t slack)
 {
     uint64_t  load, weight;
 
     ngx_http_llm_pick_totals(peers, n, &load, &weight);
 
-    return ngx_http_llm_pick_cap(load, weight, peers[i].weight, epsilon);
+    return ngx_http_llm_pick_cap(load, weight, peers[i].weight, epsilon,
+                                 slack);
 }
 
 
 int
 ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
     const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
-    double epsilon, const ngx_http_llm_pick_recent_t *recent)
+    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent)
 {
     size_t    lo, hi, mid, k, step, r;
     int64_t   owner;
@@ -409,7 +410,8 @@ ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
         }
 
         if (peers[o].inflight + 1
-            <= ngx_http_llm_pick_cap(load, weight, peers[o].weight, epsilon))
+            <= ngx_http_llm_pick_cap(load, weight, peers[o].weight, epsilon,
+                                     slack))
         {
             return (int) o;
         }
@@ -439,7 +441,7 @@ ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
 
             if (peers[o].inflight + 1
                 <= ngx_http_llm_pick_cap(load, weight, peers[o].weight,
-                                         epsilon))
+                                         epsilon, slack))
             {
                 return (int) o;
             }

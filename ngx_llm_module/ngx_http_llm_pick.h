@@ -102,14 +102,15 @@ void ngx_http_llm_pick_ring_build(ngx_http_llm_pick_ring_t *ring,
 /*
  * consistent hashing with bounded load: the owner of hash (the first
  * eligible peer clockwise) if its in-flight count stays within
- * ceil((1 + epsilon) x (total in flight + 1) x weight / total weight);
+ * ceil((1 + epsilon) x (total in flight + 1) x weight / total weight)
+ * + slack;
  * else the most recent peer of recent (NULL: none) within its bound, the
  * one most likely to hold the prefix in its cache; else the next peer
  * clockwise within its bound
  */
 int ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
     const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
-    double epsilon, const ngx_http_llm_pick_recent_t *recent);
+    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent);
 
 /*
  * notes that peer (an index) served key: move to front of its history; a
@@ -120,7 +121,7 @@ void ngx_http_llm_pick_recent_note(ngx_http_llm_pick_recent_t *recent,
 
 /* the capacity above, for tests and the debug log */
 uint32_t ngx_http_llm_pick_bound(const ngx_http_llm_pick_peer_t *peers,
-    size_t n, size_t i, double epsilon);
+    size_t n, size_t i, double epsilon, uint32_t slack);
 
 /*
  * rate limit header values: an OpenAI duration ("6m0s", "1.5s", "20ms",
