@@ -35,7 +35,7 @@ slo=${BENCH_SLO_MS:-50} slo_cold=${BENCH_SLO_COLD_MS:-100}
 prefill_us=${BENCH_PREFILL_US:-40} blocks=${BENCH_CACHE_BLOCKS:-2560}
 requests=${BENCH_REQUESTS:-1024}
 rounds=${BENCH_ROUNDS:-3} secs=${BENCH_SECONDS:-5}
-methods=${BENCH_METHODS:-rr least_conn random2 least_tokens peak_ewma prefix prefix_e1 oracle}
+methods=${BENCH_METHODS:-rr least_conn random2 least_tokens peak_ewma prefix prefix_e1 prefix_s1 oracle}
 scenarios=${BENCH_SCENARIOS:-shared nosharing zipf slow 429}
 mock_opts=(--tokens 8 --itl-ms 5)
 
@@ -51,6 +51,7 @@ declare -A directive=(
     [least_tokens]="llm_balance least_tokens;"
     [peak_ewma]="llm_balance peak_ewma seed=1;"
     [prefix]="llm_balance prefix;" [prefix_e1]="llm_balance prefix epsilon=1;"
+    [prefix_s1]="llm_balance prefix slack=1;"
 )
 
 port_of() {
@@ -274,7 +275,7 @@ restart_nginx
 printf '%s' '{"model":"mock","max_tokens":4,"messages":[{"role":"user","content":"Write a haiku about NGINX."}]}' \
     > "$dir/small.json"
 specs=("plain=wrk_post $plain_port $dir/small.json $secs 32 | cut -d' ' -f1")
-for m in rr least_tokens peak_ewma prefix; do
+for m in rr least_tokens peak_ewma prefix prefix_s1; do
     p=$(port_of "$m")
     [ -n "$p" ] && specs+=("$m=wrk_post $p $dir/small.json $secs 32 | cut -d' ' -f1")
 done
