@@ -18,7 +18,8 @@
 # no-sharing trace, where every prompt is cold: 100), BENCH_PREFILL_US
 # (40: a cold 2048-token prefix costs ~82 ms), BENCH_CACHE_BLOCKS (2560
 # blocks of 16 tokens: 20 of the 64 group prefixes per replica),
-# BENCH_REQUESTS (per trace, 1024), BENCH_METHODS, BENCH_SCENARIOS,
+# BENCH_REQUESTS (per trace, 1024), BENCH_METHODS, BENCH_SCENARIOS (set
+# and empty: the overhead part only),
 # BENCH_ROUNDS / BENCH_SECONDS (overhead, 3 x 5 s; BENCH_ROUNDS=0 skips).
 set -euo pipefail
 
@@ -36,7 +37,7 @@ prefill_us=${BENCH_PREFILL_US:-40} blocks=${BENCH_CACHE_BLOCKS:-2560}
 requests=${BENCH_REQUESTS:-1024}
 rounds=${BENCH_ROUNDS:-3} secs=${BENCH_SECONDS:-5}
 methods=${BENCH_METHODS:-rr least_conn random2 least_tokens peak_ewma prefix prefix_e1 prefix_s1 oracle}
-scenarios=${BENCH_SCENARIOS:-shared nosharing zipf slow 429}
+scenarios=${BENCH_SCENARIOS-shared nosharing zipf slow 429}
 mock_opts=(--tokens 8 --itl-ms 5)
 
 # the llm_balance methods need H1's directive in the module
