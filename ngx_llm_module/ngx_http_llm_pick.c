@@ -257,6 +257,16 @@ ngx_http_llm_pick_ring_build(ngx_http_llm_pick_ring_t *ring,
     ring->n = k;
 
     ngx_http_llm_pick_ring_sort(ring->points, ring->owners, k);
+
+    /* the lookup narrows to one bucket, ~n / 256 points */
+
+    for (k = 0, v = 0; v <= NGX_HTTP_LLM_PICK_BUCKETS; v++) {
+        while (k < ring->n && (ring->points[k] >> 56) < v) {
+            k++;
+        }
+
+        ring->bucket[v] = (uint32_t) k;
+    }
 }
 
 
@@ -382,10 +392,10 @@ ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
 
     ngx_http_llm_pick_totals(peers, n, &load, &weight);
 
-    /* first point >= hash, wrapping */
+    /* first point >= hash, wrapping: within its bucket or the next one */
 
-    lo = 0;
-    hi = ring->n;
+    lo = ring->bucket[hash >> 56];
+    hi = ring->bucket[(hash >> 56) + 1];
 
     while (lo < hi) {
         mid = lo + (hi - lo) / 2;

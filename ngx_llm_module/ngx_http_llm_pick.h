@@ -28,6 +28,9 @@
 /* ring points per unit of server weight */
 #define NGX_HTTP_LLM_PICK_VNODES        160
 
+/* ring lookup: buckets by the top 8 bits of a hash */
+#define NGX_HTTP_LLM_PICK_BUCKETS       256
+
 /* servers remembered per prefix, most recent first */
 #define NGX_HTTP_LLM_PICK_RECENT        3
 
@@ -47,6 +50,9 @@ typedef struct {
     uint64_t                   *points;         /* sorted hashes */
     uint32_t                   *owners;         /* peer index per point */
     size_t                      n;
+
+    /* the first point of each bucket and beyond: n for the last */
+    uint32_t                    bucket[NGX_HTTP_LLM_PICK_BUCKETS + 1];
 } ngx_http_llm_pick_ring_t;
 
 

@@ -239,6 +239,57 @@ test_ring_spread_and_stability(void **state)
 }
 
 
+/* the bucketed lookup finds what a linear scan finds */
+
+static void
+test_ring_lookup(void **state)
+{
+    int                       want;
+    size_t                    i, k;
+    uint64_t                  h;
+    uint32_t                  w[NPEERS] = { 1, 2, 1, 3 };
+    ngx_http_llm_pick_ring_t  ring;
+    ngx_http_llm_pick_peer_t  p[NPEERS];
+
+    peers_init(p, NPEERS);
+    ring_make(&ring, names, w, NPEERS);
+
+    assert_int_equal(ring.bucket[0], 0);
+    assert_int_equal(ring.bucket[NGX_HTTP_LLM_PICK_BUCKETS], ring.n);
+
+    for (i = 0; i < 20000; i++) {
+        switch (i) {
+        case 0:
+            h = 0;
+            break;
+        case 1:
+            h = UINT64_MAX;
+            break;
+        case 2:
+            h = ring.points[0];
+            break;
+        case 3:
+            h = ring.points[ring.n - 1];
+            break;
+        case 4:
+            h = ring.points[ring.n - 1] + 1;
+            break;
+        default:
+            h = (i & 1) ? ring.points[i % ring.n] - (i & 2)
+                        : ngx_http_llm_pick_mix(i);
+        }
+
+        for (k = 0; k < ring.n && ring.points[k] < h; k++) { /* void */ }
+
+        want = (int) ring.owners[k == ring.n ? 0 : k];
+
+        assert_int_equal(ring_at(&ring, p, h, 1000, NULL), want);
+    }
+
+    free(ring.points); free(ring.owners);
+}
+
+
 static void
 test_ring_bounded_load(void **state)
 {
@@ -451,6 +502,7 @@ main(void)
         cmocka_unit_test(test_ewma),
         cmocka_unit_test(test_p2c),
         cmocka_unit_test(test_ring_spread_and_stability),
+        cmocka_unit_test(test_ring_lookup),
         cmocka_unit_test(test_ring_bounded_load),
         cmocka_unit_test(test_ring_recent),
         cmocka_unit_test(test_headers),
