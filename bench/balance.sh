@@ -18,7 +18,8 @@
 # no-sharing trace, where every prompt is cold: 100), BENCH_PREFILL_US
 # (40: a cold 2048-token prefix costs ~82 ms), BENCH_CACHE_BLOCKS (2560
 # blocks of 16 tokens: 20 of the 64 group prefixes per replica),
-# BENCH_REQUESTS (per trace, 1024), BENCH_METHODS, BENCH_SCENARIOS,
+# BENCH_REQUESTS (per trace, 1024), BENCH_METHODS, BENCH_SCENARIOS (set
+# and empty: the overhead part only),
 # BENCH_ROUNDS / BENCH_SECONDS (overhead, 3 x 5 s; BENCH_ROUNDS=0 skips).
 set -euo pipefail
 
@@ -35,8 +36,8 @@ slo=${BENCH_SLO_MS:-50} slo_cold=${BENCH_SLO_COLD_MS:-100}
 prefill_us=${BENCH_PREFILL_US:-40} blocks=${BENCH_CACHE_BLOCKS:-2560}
 requests=${BENCH_REQUESTS:-1024}
 rounds=${BENCH_ROUNDS:-3} secs=${BENCH_SECONDS:-5}
-methods=${BENCH_METHODS:-rr least_conn random2 least_tokens peak_ewma prefix prefix_e1 oracle}
-scenarios=${BENCH_SCENARIOS:-shared nosharing zipf slow 429}
+methods=${BENCH_METHODS:-rr least_conn random2 least_tokens peak_ewma prefix prefix_e1 prefix_s1 oracle}
+scenarios=${BENCH_SCENARIOS-shared nosharing zipf slow 429}
 mock_opts=(--tokens 8 --itl-ms 5)
 
 # the llm_balance methods need H1's directive in the module
@@ -51,6 +52,7 @@ declare -A directive=(
     [least_tokens]="llm_balance least_tokens;"
     [peak_ewma]="llm_balance peak_ewma seed=1;"
     [prefix]="llm_balance prefix;" [prefix_e1]="llm_balance prefix epsilon=1;"
+    [prefix_s1]="llm_balance prefix slack=1;"
 )
 
 port_of() {
@@ -155,11 +157,12 @@ field() {   # field FILE NAME
 
 row() {     # row METHOD FILE
     local f=$2
-    printf '  %-12s %5s %5s %7s %8s %8s %8s %6s %6s  %s\n' "$1" \
+    printf '  %-12s %5s %5s %7s %8s %8s %8s %6s %6s %7s  %s\n' "$1" \
         "$(field "$f" requests)" "$(field "$f" errors)" \
         "$(field "$f" hit_rate)" "$(field "$f" ttft_p50_ms)" \
         "$(field "$f" ttft_p90_ms)" "$(field "$f" goodput)" \
         "$(field "$f" max_inflight)" "$(field "$f" mean_inflight)" \
+        "$(field "$f" placed_over)/$(field "$f" placed_excess)" \
         "$(field "$f" instances)"
 }
 
@@ -180,7 +183,9 @@ echo "bench-balance: 4 mock replicas (prefill $prefill_us us per uncached" \
      "token, $blocks cache blocks of 16 tokens, 8 tokens at 5 ms), nginx 1" \
      "worker, loadgen open loop: Poisson $rate/s, seed $seed, $requests" \
      "requests a trace; goodput = req/s without error and TTFT <= $slo ms" \
-     "($slo_cold ms on nosharing); in flight per replica from the client"
+     "($slo_cold ms on nosharing); in flight per replica from the client;" \
+     "over/ex: arrivals placed on a replica holding more than" \
+     "ceil(1.25 x mean in flight per replica then) + 1, largest excess"
 
 for scenario in $scenarios; do
     trace=$scenario slo_ms=$slo mock=normal
@@ -199,8 +204,9 @@ for scenario in $scenarios; do
                    "(proxy_next_upstream http_429; the oracle has no failover):" ;;
         *)    echo "trace $scenario:" ;;
     esac
-    printf '  %-12s %5s %5s %7s %8s %8s %8s %6s %6s  %s\n' method reqs errs \
-        hitrate p50_ms p90_ms goodput maxinf meaninf "requests per replica"
+    printf '  %-12s %5s %5s %7s %8s %8s %8s %6s %6s %7s  %s\n' method reqs \
+        errs hitrate p50_ms p90_ms goodput maxinf meaninf over/ex \
+        "requests per replica"
     for m in $methods; do
         run_one "$trace" "$m" "$slo_ms" > "$dir/results/$scenario.$m"
         row "$m" "$dir/results/$scenario.$m"
@@ -246,6 +252,10 @@ for m in $methods; do
         goal "$m: zipf max in flight (least_conn: $(val zipf least_conn max_inflight))" \
             "$mx <= $lim" "ceil(1.25 x $mean) + 1:" \
             "$( [ "$mx" -le "$lim" ] && echo 1 || echo 0)"
+        o=$(val zipf "$m" placed_over) x=$(val zipf "$m" placed_excess)
+        goal "$m: zipf placements above the bound (least_conn: $(val zipf least_conn placed_over))" \
+            "$o (excess $x)" "ceil(1.25 x mean now) + 1, 0:" \
+            "$( [ "$o" = 0 ] && echo 1 || echo 0)"
     fi
 done
 if ls "$dir"/results/429.* > /dev/null 2>&1; then
@@ -266,7 +276,7 @@ restart_nginx
 printf '%s' '{"model":"mock","max_tokens":4,"messages":[{"role":"user","content":"Write a haiku about NGINX."}]}' \
     > "$dir/small.json"
 specs=("plain=wrk_post $plain_port $dir/small.json $secs 32 | cut -d' ' -f1")
-for m in rr least_tokens peak_ewma prefix; do
+for m in rr least_tokens peak_ewma prefix prefix_s1; do
     p=$(port_of "$m")
     [ -n "$p" ] && specs+=("$m=wrk_post $p $dir/small.json $secs 32 | cut -d' ' -f1")
 done

@@ -141,6 +141,7 @@ static struct {
     double               rate;
     uint64_t             seed;
     double               slo;
+    double               bound;
     double               timeout;
     int                  keepalive;
     int                  max_inflight;
@@ -149,7 +150,7 @@ static struct {
     char                 extra[LG_EXTRA_HEADERS];
     size_t               extra_len;
 } lg_conf = {
-    .seed = 1, .slo = 0.5, .timeout = 30, .keepalive = 64,
+    .seed = 1, .slo = 0.5, .bound = 1.25, .timeout = 30, .keepalive = 64,
     .max_inflight = 4096, .max_requests = 1000000
 };
 
@@ -235,6 +236,9 @@ lg_usage(FILE *f)
 "  --seed N             seed of the arrival draws (default 1)\n"
 "  --requests N         stop after the first N lines of the trace\n"
 "  --slo-ms N           TTFT goal for goodput (default 500)\n"
+"  --bound X            load bound factor: placements counted above\n"
+"                       ceil(X x mean in flight per replica) + 1\n"
+"                       (default 1.25)\n"
 "  --timeout-ms N       whole-request timeout (default 30000)\n"
 "  --keepalive N        idle connections kept per target (default 64;\n"
 "                       0: one connection per request, Connection: close)\n"
@@ -249,7 +253,10 @@ lg_usage(FILE *f)
 "tokens (usage chunks), TTFT p50/p90/p99 of the answered requests,\n"
 "goodput = requests/s answered without error within the TTFT SLO over the\n"
 "arrival window, and per x-mock-instance: requests, max and mean requests\n"
-"in flight (from each request's arrival to its end, client side).\n",
+"in flight (from each request's arrival to its end, client side);\n"
+"placed_over / placed_excess: arrivals at which the replica that answered\n"
+"held more than ceil(bound x mean in flight per replica at that instant)\n"
+"+ 1 requests (the arrival counted), and the largest overshoot.\n",
         f);
 }
 
@@ -1252,6 +1259,7 @@ lg_cmp_double(const void *a, const void *b)
 typedef struct {
     double  t;
     int     delta;
+    int     inst;
 } lg_edge_t;
 
 
@@ -1291,7 +1299,9 @@ lg_report(long n, double elapsed)
     double        p50, p90, p99, mean;
     const char   *name;
     lg_edge_t    *edges;
-    int           k, cur, max, max_all;
+    int           k, cur, max, max_all, over_max, bound;
+    int           now[LG_MAX_INSTANCES + 1], total;
+    long          over;
     char          counts[4096];
     size_t        cl;
 
@@ -1418,17 +1428,65 @@ lg_report(long n, double elapsed)
         }
     }
 
+    /*
+     * the bounded-load figure: at every placement (a request's arrival,
+     * counted on the replica that answered it), in flight there against
+     * ceil(factor x mean in flight per replica at that instant) + 1, the
+     * request itself counted; over = placements above it, excess = the
+     * largest overshoot (0: never above)
+     */
+    ne = 0;
+    for (i = 0; i < n; i++) {
+        lg_result_t  *r = &lg_results[i];
+
+        if (r->instance < 0 || r->outcome == LG_DROPPED) {
+            continue;
+        }
+        edges[ne].t = r->start;
+        edges[ne].inst = r->instance;
+        edges[ne++].delta = 1;
+        edges[ne].t = r->end;
+        edges[ne].inst = r->instance;
+        edges[ne++].delta = -1;
+    }
+    qsort(edges, ne, sizeof(lg_edge_t), lg_cmp_edge);
+
+    memset(now, 0, sizeof(now));
+    total = 0;
+    over = 0;
+    over_max = 0;
+    for (i = 0; i < ne; i++) {
+        now[edges[i].inst] += edges[i].delta;
+        total += edges[i].delta;
+        if (edges[i].delta < 0 || lg_ninstances == 0) {
+            continue;
+        }
+        bound = (int) ceil(lg_conf.bound * total / lg_ninstances - 1e-9)
+                + 1;
+        if (now[edges[i].inst] > bound) {
+            over++;
+            if (now[edges[i].inst] - bound > over_max) {
+                over_max = now[edges[i].inst] - bound;
+            }
+        }
+    }
+
+    if (!lg_conf.quiet) {
+        printf("  placements above ceil(%.2f x mean in flight) + 1: %ld "
+               "(largest excess %d)\n", lg_conf.bound, over, over_max);
+    }
+
     printf("RESULT requests=%ld errors=%ld non200=%ld no_done=%ld "
            "error_event=%ld timeout=%ld connection=%ld dropped=%ld "
            "hit_rate=%.4f ttft_p50_ms=%.1f ttft_p90_ms=%.1f ttft_p99_ms=%.1f "
            "goodput=%.2f offered=%.2f max_inflight=%d mean_inflight=%.2f "
-           "instances=%s\n",
+           "placed_over=%ld placed_excess=%d instances=%s\n",
            n, errors, outcome[LG_NON200], outcome[LG_NO_DONE],
            outcome[LG_ERROR_EVENT], outcome[LG_TIMEOUT], outcome[LG_CONNECT],
            outcome[LG_DROPPED], prompt ? (double) cached / prompt : 0,
            p50, p90, p99, good / window, n / window, max_all,
            lg_ninstances ? mean_sum / lg_ninstances : 0,
-           cl ? counts : "-");
+           over, over_max, cl ? counts : "-");
 
     free(ttft);
     free(edges);
@@ -1446,6 +1504,7 @@ main(int argc, char **argv)
         { "seed", required_argument, NULL, 's' },
         { "requests", required_argument, NULL, 'n' },
         { "slo-ms", required_argument, NULL, 'S' },
+        { "bound", required_argument, NULL, 'b' },
         { "timeout-ms", required_argument, NULL, 'T' },
         { "keepalive", required_argument, NULL, 'k' },
         { "max-inflight", required_argument, NULL, 'm' },
@@ -1470,6 +1529,7 @@ main(int argc, char **argv)
         case 's': lg_conf.seed = strtoull(optarg, NULL, 10); break;
         case 'n': lg_conf.max_requests = atol(optarg); break;
         case 'S': lg_conf.slo = atof(optarg) / 1000; break;
+        case 'b': lg_conf.bound = atof(optarg); break;
         case 'T': lg_conf.timeout = atof(optarg) / 1000; break;
         case 'k': lg_conf.keepalive = atoi(optarg); break;
         case 'm': lg_conf.max_inflight = atoi(optarg); break;

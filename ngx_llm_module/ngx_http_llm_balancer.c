@@ -30,6 +30,7 @@
 #define NGX_HTTP_LLM_BALANCE_OUTPUT     256         /* tokens */
 #define NGX_HTTP_LLM_BALANCE_MAX_COOL   3600000     /* ms */
 #define NGX_HTTP_LLM_BALANCE_STEP       16          /* tokens per update */
+#define NGX_HTTP_LLM_BALANCE_RECENT     1024        /* prefixes remembered */
 
 
 /* one peer's figures in shared memory */
@@ -53,6 +54,9 @@ typedef struct {
     ngx_uint_t                      nslots;
     uint64_t                        draws;          /* p2c sequence */
     ngx_http_llm_balancer_node_t   *node;           /* nslots, by name */
+
+    /* prefix: who served each prefix last, direct-mapped by its key */
+    ngx_http_llm_pick_recent_t     *recent;
 } ngx_http_llm_balancer_shctx_t;
 
 
@@ -60,6 +64,7 @@ struct ngx_http_llm_balancer_conf_s {
     ngx_uint_t                      method;
     ngx_msec_t                      decay;
     double                          epsilon;
+    ngx_uint_t                      slack;          /* requests */
     ngx_uint_t                      tokens;         /* prefix key: K */
     ngx_uint_t                      output_tokens;
     ngx_msec_t                      cooldown;
@@ -183,6 +188,7 @@ ngx_http_llm_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     bcf->decay = 10000;
     bcf->epsilon = 0.25;
+    bcf->slack = 0;
     bcf->output_tokens = NGX_HTTP_LLM_BALANCE_OUTPUT;
     bcf->cooldown = 1000;
 
@@ -221,6 +227,24 @@ ngx_http_llm_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             }
 
             bcf->epsilon = (double) n / 1000;
+            continue;
+        }
+
+        if (ngx_strncmp(value[i].data, "slack=", 6) == 0) {
+            if (bcf->method != NGX_HTTP_LLM_BALANCE_PREFIX) {
+                goto only;
+            }
+
+            n = ngx_atoi(value[i].data + 6, value[i].len - 6);
+            if (n == NGX_ERROR || n > 1000) {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\" in \"llm_balance\": "
+                                   "slack must be a number of requests from "
+                                   "0 to 1000, e.g. slack=1", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            bcf->slack = n;
             continue;
         }
 
@@ -301,7 +325,8 @@ only:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "\"%V\" does not apply to \"llm_balance %V\": decay= "
-                       "is for peak_ewma, epsilon= and tokens= for prefix",
+                       "is for peak_ewma, epsilon=, slack= and tokens= for "
+                       "prefix",
                        &value[i], &value[1]);
     return NGX_CONF_ERROR;
 
@@ -423,6 +448,12 @@ ngx_http_llm_balancer_init_upstream(ngx_conf_t *cf,
 
     size = 8 * ngx_pagesize
            + 4 * bcf->npeers * sizeof(ngx_http_llm_balancer_node_t);
+
+    if (bcf->method == NGX_HTTP_LLM_BALANCE_PREFIX) {
+        size += NGX_HTTP_LLM_BALANCE_RECENT
+                * sizeof(ngx_http_llm_pick_recent_t);
+    }
+
     size = ngx_align(size, ngx_pagesize);
 
     bcf->shm_zone = ngx_shared_memory_add(cf, &name, size,
@@ -520,6 +551,28 @@ ngx_http_llm_balancer_init_zone(ngx_shm_zone_t *shm_zone, void *data)
     }
 
     bcf->sh = sh;
+
+    /*
+     * the routing history of prefixes; a zone kept over a reload that
+     * changed the method to prefix gets it now. Its entries name peers
+     * by ring index: a reload that changes the servers only makes a few
+     * spills look at the wrong server, the ring owner still comes first
+     */
+
+    if (bcf->method == NGX_HTTP_LLM_BALANCE_PREFIX && sh->recent == NULL) {
+        ngx_shmtx_lock(&shpool->mutex);
+        sh->recent = ngx_slab_calloc_locked(shpool,
+                                  NGX_HTTP_LLM_BALANCE_RECENT
+                                  * sizeof(ngx_http_llm_pick_recent_t));
+        ngx_shmtx_unlock(&shpool->mutex);
+
+        if (sh->recent == NULL) {
+            ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                          "llm_balance: zone \"%V\" has no room for the "
+                          "prefix history: spills follow the ring only",
+                          &shm_zone->shm.name);
+        }
+    }
 
     /*
      * map each server to its slot, by name: after a reload the old
@@ -671,6 +724,7 @@ ngx_http_llm_balancer_get_peer(ngx_peer_connection_t *pc, void *data)
     ngx_uint_t                      i, n, base, soft, sick, pass, ord;
     ngx_http_llm_ctx_t             *ctx;
     ngx_http_llm_pick_peer_t       *pk;
+    ngx_http_llm_pick_recent_t     *recent;
     ngx_http_upstream_rr_peer_t    *peer;
     ngx_http_upstream_rr_peers_t   *peers;
     ngx_http_llm_balancer_conf_t   *bcf;
@@ -698,6 +752,13 @@ again:
     ngx_shmtx_lock(&bcf->shpool->mutex);
 
     best = -1;
+    recent = NULL;
+
+    if (bcf->method == NGX_HTTP_LLM_BALANCE_PREFIX && !pd->backup
+        && ctx && ctx->inspected && sh->recent)
+    {
+        recent = &sh->recent[pd->key % NGX_HTTP_LLM_BALANCE_RECENT];
+    }
 
     for (pass = 0; pass < 2 && best < 0; pass++) {
 
@@ -762,7 +823,7 @@ again:
             && ctx && ctx->inspected)
         {
             best = ngx_http_llm_pick_ring(&bcf->ring, pd->pick, n, pd->key,
-                                          bcf->epsilon);
+                                          bcf->epsilon, bcf->slack, recent);
 
         } else if (bcf->method == NGX_HTTP_LLM_BALANCE_EWMA) {
             rnd = bcf->seeded ? ngx_http_llm_pick_mix(bcf->seed + sh->draws++)
@@ -825,6 +886,11 @@ again:
     node->outstanding += prompt + output;
     node->inflight++;
     node->picks++;
+
+    if (recent) {
+        /* best will hold this prefix: the history a later spill reads */
+        ngx_http_llm_pick_recent_note(recent, pd->key, (uint32_t) best);
+    }
 
     ngx_shmtx_unlock(&bcf->shpool->mutex);
 

@@ -257,6 +257,16 @@ ngx_http_llm_pick_ring_build(ngx_http_llm_pick_ring_t *ring,
     ring->n = k;
 
     ngx_http_llm_pick_ring_sort(ring->points, ring->owners, k);
+
+    /* the lookup narrows to one bucket, ~n / 256 points */
+
+    for (k = 0, v = 0; v <= NGX_HTTP_LLM_PICK_BUCKETS; v++) {
+        while (k < ring->n && (ring->points[k] >> 56) < v) {
+            k++;
+        }
+
+        ring->bucket[v] = (uint32_t) k;
+    }
 }
 
 
@@ -315,52 +325,77 @@ ngx_http_llm_pick_ring_sort(uint64_t *points, uint32_t *owners, size_t n)
 }
 
 
-uint32_t
-ngx_http_llm_pick_bound(const ngx_http_llm_pick_peer_t *peers, size_t n,
-    size_t i, double epsilon)
-{
-    size_t    j;
-    double    cap;
-    uint64_t  load, weight;
+/* total in flight + 1 and total weight of the eligible peers */
 
-    load = 1;           /* the request being placed */
-    weight = 0;
+static void
+ngx_http_llm_pick_totals(const ngx_http_llm_pick_peer_t *peers, size_t n,
+    uint64_t *load, uint64_t *weight)
+{
+    size_t  j;
+
+    *load = 1;          /* the request being placed */
+    *weight = 0;
 
     for (j = 0; j < n; j++) {
         if (peers[j].eligible) {
-            load += peers[j].inflight;
-            weight += peers[j].weight;
+            *load += peers[j].inflight;
+            *weight += peers[j].weight;
         }
     }
+}
+
+
+static uint32_t
+ngx_http_llm_pick_cap(uint64_t load, uint64_t weight, uint32_t w,
+    double epsilon, uint32_t slack)
+{
+    double  cap;
 
     if (weight == 0) {
         return 0;
     }
 
-    cap = (1.0 + epsilon) * (double) load * peers[i].weight / (double) weight;
+    cap = (1.0 + epsilon) * (double) load * w / (double) weight;
 
     /* ceil without libm */
 
-    return (uint32_t) cap + ((double) (uint32_t) cap < cap);
+    return (uint32_t) cap + ((double) (uint32_t) cap < cap) + slack;
+}
+
+
+uint32_t
+ngx_http_llm_pick_bound(const ngx_http_llm_pick_peer_t *peers, size_t n,
+    size_t i, double epsilon, uint32_t slack)
+{
+    uint64_t  load, weight;
+
+    ngx_http_llm_pick_totals(peers, n, &load, &weight);
+
+    return ngx_http_llm_pick_cap(load, weight, peers[i].weight, epsilon,
+                                 slack);
 }
 
 
 int
 ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
     const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
-    double epsilon)
+    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent)
 {
-    size_t    lo, hi, mid, k, step;
+    size_t    lo, hi, mid, k, step, r;
+    int64_t   owner;
     uint32_t  o;
+    uint64_t  load, weight;
 
     if (ring->n == 0) {
         return -1;
     }
 
-    /* first point >= hash, wrapping */
+    ngx_http_llm_pick_totals(peers, n, &load, &weight);
 
-    lo = 0;
-    hi = ring->n;
+    /* first point >= hash, wrapping: within its bucket or the next one */
+
+    lo = ring->bucket[hash >> 56];
+    hi = ring->bucket[(hash >> 56) + 1];
 
     while (lo < hi) {
         mid = lo + (hi - lo) / 2;
@@ -373,8 +408,11 @@ ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
         }
     }
 
+    owner = -1;
+
     for (step = 0; step < ring->n; step++) {
-        k = (lo + step) % ring->n;
+        k = lo + step;
+        k = (k >= ring->n) ? k - ring->n : k;
         o = ring->owners[k];
 
         if (o >= n || !peers[o].eligible) {
@@ -382,13 +420,74 @@ ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
         }
 
         if (peers[o].inflight + 1
-            <= ngx_http_llm_pick_bound(peers, n, o, epsilon))
+            <= ngx_http_llm_pick_cap(load, weight, peers[o].weight, epsilon,
+                                     slack))
         {
             return (int) o;
+        }
+
+        if (owner >= 0 || recent == NULL || recent->key != hash) {
+            owner = o;
+            continue;
+        }
+
+        owner = o;
+
+        /*
+         * the owner is full: a peer that served this prefix lately still
+         * caches it, a peer further on the ring likely does not
+         */
+
+        for (r = 0; r < NGX_HTTP_LLM_PICK_RECENT; r++) {
+            o = recent->peer[r];
+
+            if (o == 0 || o > n || o - 1 == (uint32_t) owner
+                || !peers[o - 1].eligible)
+            {
+                continue;
+            }
+
+            o--;
+
+            if (peers[o].inflight + 1
+                <= ngx_http_llm_pick_cap(load, weight, peers[o].weight,
+                                         epsilon, slack))
+            {
+                return (int) o;
+            }
         }
     }
 
     return -1;
+}
+
+
+void
+ngx_http_llm_pick_recent_note(ngx_http_llm_pick_recent_t *recent,
+    uint64_t key, uint32_t peer)
+{
+    size_t  r;
+
+    if (recent->key != key) {
+        memset(recent, 0, sizeof(ngx_http_llm_pick_recent_t));
+        recent->key = key;
+    }
+
+    peer++;
+
+    /* move to front: shift those before it (or all) one place down */
+
+    for (r = 0; r < NGX_HTTP_LLM_PICK_RECENT - 1; r++) {
+        if (recent->peer[r] == peer) {
+            break;
+        }
+    }
+
+    for ( /* void */ ; r > 0; r--) {
+        recent->peer[r] = recent->peer[r - 1];
+    }
+
+    recent->peer[0] = peer;
 }
 
 

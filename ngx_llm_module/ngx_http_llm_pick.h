@@ -7,7 +7,8 @@
  *
  *   least tokens   cost = outstanding tokens / weight
  *   peak EWMA      power of two choices on peak-EWMA TTFT x (1 + inflight)
- *   prefix         consistent hash ring with bounded load
+ *   prefix         consistent hash ring with bounded load; over the
+ *                  bound, the servers that served the prefix last first
  *
  * The nginx glue (ngx_http_llm_balancer.c) fills one
  * ngx_http_llm_pick_peer_t per server of a group and calls a pick function;
@@ -27,6 +28,12 @@
 /* ring points per unit of server weight */
 #define NGX_HTTP_LLM_PICK_VNODES        160
 
+/* ring lookup: buckets by the top 8 bits of a hash */
+#define NGX_HTTP_LLM_PICK_BUCKETS       256
+
+/* servers remembered per prefix, most recent first */
+#define NGX_HTTP_LLM_PICK_RECENT        3
+
 
 typedef struct {
     uint64_t                    outstanding;    /* tokens charged */
@@ -43,7 +50,20 @@ typedef struct {
     uint64_t                   *points;         /* sorted hashes */
     uint32_t                   *owners;         /* peer index per point */
     size_t                      n;
+
+    /* the first point of each bucket and beyond: n for the last */
+    uint32_t                    bucket[NGX_HTTP_LLM_PICK_BUCKETS + 1];
 } ngx_http_llm_pick_ring_t;
+
+
+/*
+ * routing history of one prefix key: the servers (index + 1, 0: none)
+ * that served it last, most recent first; they hold it in their cache
+ */
+typedef struct {
+    uint64_t                    key;
+    uint32_t                    peer[NGX_HTTP_LLM_PICK_RECENT];
+} ngx_http_llm_pick_recent_t;
 
 
 /* 64-bit mixing (splitmix64 finalizer) and a string hash built on it */
@@ -86,17 +106,28 @@ void ngx_http_llm_pick_ring_build(ngx_http_llm_pick_ring_t *ring,
     size_t npeers, uint64_t seed);
 
 /*
- * consistent hashing with bounded load: the first peer clockwise from
- * hash whose in-flight count stays within
+ * consistent hashing with bounded load: the owner of hash (the first
+ * eligible peer clockwise) if its in-flight count stays within
  * ceil((1 + epsilon) x (total in flight + 1) x weight / total weight)
+ * + slack;
+ * else the most recent peer of recent (NULL: none) within its bound, the
+ * one most likely to hold the prefix in its cache; else the next peer
+ * clockwise within its bound
  */
 int ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
     const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
-    double epsilon);
+    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent);
+
+/*
+ * notes that peer (an index) served key: move to front of its history; a
+ * history of another key is replaced
+ */
+void ngx_http_llm_pick_recent_note(ngx_http_llm_pick_recent_t *recent,
+    uint64_t key, uint32_t peer);
 
 /* the capacity above, for tests and the debug log */
 uint32_t ngx_http_llm_pick_bound(const ngx_http_llm_pick_peer_t *peers,
-    size_t n, size_t i, double epsilon);
+    size_t n, size_t i, double epsilon, uint32_t slack);
 
 /*
  * rate limit header values: an OpenAI duration ("6m0s", "1.5s", "20ms",

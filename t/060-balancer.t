@@ -425,7 +425,7 @@ qr/invalid "epsilon=0" in "llm_balance": epsilon must be a number above 0 and at
 --- config
 --- must_die
 --- error_log eval
-qr/"decay=10s" does not apply to "llm_balance prefix": decay= is for peak_ewma, epsilon= and tokens= for prefix in .*nginx\.conf:\d+/
+qr/"decay=10s" does not apply to "llm_balance prefix": decay= is for peak_ewma, epsilon=, slack= and tokens= for prefix in .*nginx\.conf:\d+/
 
 
 
@@ -616,3 +616,124 @@ messages) stay on one peer.
  qr/^(?!.*"requests_total":(?:0|12),)/s,
  "ok", (".*") x 6,
  qr/^(?=(?:.*"requests_total":0,){2})(?=.*"requests_total":6,)/s]
+
+
+
+=== TEST 22: prefix: over the bound, the server that served the prefix last takes the spill
+The owner O and the ring's next server N of the hot prefix answer 429 and
+cool down 2 s, so two requests of the prefix go to the third server T
+(before: O 1, N 1, T 2). Then 3 concurrent requests: the first goes home
+to O; the second finds O at its bound (ceil(1.25 x 2 / 3) = 1) and goes to
+T, which served the prefix last (the ring alone would pick N); the third
+fits O again (ceil(1.25 x 3 / 3) = 2). After: O 3, T 3, N 1 (the ring
+alone: 3, 2, 2).
+--- http_config
+    upstream pool {
+        llm_balance prefix;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://pool;
+    }
+    location = /hot429 {
+        proxy_method POST;
+        proxy_set_header content-type application/json;
+        proxy_set_header x-mock-status 429;
+        proxy_set_header x-mock-retry-after 2;
+        proxy_set_body '{"model":"m","max_tokens":2,"messages":[{"role":"system","content":"hot prefix"},{"role":"user","content":"q"}]}';
+        proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
+    }
+    location = /hotq {
+        proxy_method POST;
+        proxy_set_header content-type application/json;
+        proxy_set_body '{"model":"m","max_tokens":2,"messages":[{"role":"system","content":"hot prefix"},{"role":"user","content":"q"}]}';
+        proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
+    }
+    location = /hot {
+        internal;
+        proxy_method POST;
+        proxy_set_header content-type application/json;
+        proxy_set_header x-mock-ttft-ms 400;
+        proxy_set_body '{"model":"m","max_tokens":2,"messages":[{"role":"system","content":"hot prefix"},{"role":"user","content":"q"}]}';
+        proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
+    }
+    location = /burst {
+        echo_location_async /hot;
+        echo_location_async /hot;
+        echo_location_async /hot;
+    }
+--- request eval
+["GET /reset", "GET /hot429", "GET /hot429", "GET /hotq", "GET /hotq",
+ "GET /sleep", "GET /burst", "GET /stats"]
+--- error_code eval
+[200, 429, 429, 200, 200, 200, 200, 200]
+--- response_body_like eval
+["ok", (".*") x 6,
+ qr/^(?!.*"requests_total":[02],)(?=(?:.*"requests_total":3,){2})(?=.*"requests_total":1,)/s]
+
+
+
+=== TEST 23: prefix slack=1: one request above the bound stays home
+3 concurrent requests of one prefix on 3 servers: the bounds
+ceil(1.25 x n / 3) + 1 = 2, 2, 3 keep all three on the owner (without
+slack: 2, 1, 0 as in TEST 18).
+--- http_config
+    upstream pool {
+        llm_balance prefix slack=1;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://pool;
+    }
+    location = /hot {
+        internal;
+        proxy_method POST;
+        proxy_set_header content-type application/json;
+        proxy_set_header x-mock-ttft-ms 400;
+        proxy_set_body '{"model":"m","max_tokens":2,"messages":[{"role":"system","content":"hot prefix"},{"role":"user","content":"q"}]}';
+        proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
+    }
+    location = /burst {
+        echo_location_async /hot;
+        echo_location_async /hot;
+        echo_location_async /hot;
+    }
+--- request eval
+["GET /reset", "GET /burst", "GET /stats"]
+--- response_body_like eval
+["ok", ".*",
+ qr/^(?=(?:.*"requests_total":0,){2})(?=.*"requests_total":3,)/s]
+
+
+
+=== TEST 24: a bad slack is rejected with file:line
+--- http_config
+    upstream pool {
+        llm_balance prefix slack=1001;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- config
+--- must_die
+--- error_log eval
+qr/invalid "slack=1001" in "llm_balance": slack must be a number of requests from 0 to 1000, e\.g\. slack=1 in .*nginx\.conf:\d+/
+
+
+
+=== TEST 25: slack= is for prefix only
+--- http_config
+    upstream pool {
+        llm_balance least_tokens slack=1;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- config
+--- must_die
+--- error_log eval
+qr/"slack=1" does not apply to "llm_balance least_tokens": decay= is for peak_ewma, epsilon=, slack= and tokens= for prefix in .*nginx\.conf:\d+/

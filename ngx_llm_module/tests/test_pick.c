@@ -169,6 +169,14 @@ ring_make(ngx_http_llm_pick_ring_t *ring, const char *const *nm,
 }
 
 
+static int
+ring_at(ngx_http_llm_pick_ring_t *ring, ngx_http_llm_pick_peer_t *p,
+    uint64_t h, uint32_t slack, ngx_http_llm_pick_recent_t *rc)
+{
+    return ngx_http_llm_pick_ring(ring, p, NPEERS, h, 0.25, slack, rc);
+}
+
+
 static void
 test_ring_spread_and_stability(void **state)
 {
@@ -187,12 +195,12 @@ test_ring_spread_and_stability(void **state)
 
     for (i = 0; i < 1000; i++) {
         h = ngx_http_llm_pick_hash(&i, sizeof(i), 1);
-        owner[i] = ngx_http_llm_pick_ring(&ring, p, NPEERS, h, 0.25);
+        owner[i] = ring_at(&ring, p, h, 0, NULL);
         assert_true(owner[i] >= 0);
         count[owner[i]]++;
 
         /* the same key, the same peer */
-        assert_int_equal(ngx_http_llm_pick_ring(&ring, p, NPEERS, h, 0.25),
+        assert_int_equal(ring_at(&ring, p, h, 0, NULL),
                          owner[i]);
     }
 
@@ -209,7 +217,7 @@ test_ring_spread_and_stability(void **state)
 
     for (i = 0; i < 1000; i++) {
         h = ngx_http_llm_pick_hash(&i, sizeof(i), 1);
-        k = ngx_http_llm_pick_ring(&ring2, p, NPEERS, h, 0.25);
+        k = ring_at(&ring2, p, h, 0, NULL);
         assert_string_equal(rev[k], names[owner[i]]);
     }
 
@@ -218,7 +226,7 @@ test_ring_spread_and_stability(void **state)
 
     for (i = 0; i < 1000; i++) {
         h = ngx_http_llm_pick_hash(&i, sizeof(i), 1);
-        k = ngx_http_llm_pick_ring(&ring, p, NPEERS, h, 0.25);
+        k = ring_at(&ring, p, h, 0, NULL);
         assert_int_not_equal(k, 1);
 
         if (owner[i] != 1) {
@@ -228,6 +236,57 @@ test_ring_spread_and_stability(void **state)
 
     free(ring.points); free(ring.owners);
     free(ring2.points); free(ring2.owners);
+}
+
+
+/* the bucketed lookup finds what a linear scan finds */
+
+static void
+test_ring_lookup(void **state)
+{
+    int                       want;
+    size_t                    i, k;
+    uint64_t                  h;
+    uint32_t                  w[NPEERS] = { 1, 2, 1, 3 };
+    ngx_http_llm_pick_ring_t  ring;
+    ngx_http_llm_pick_peer_t  p[NPEERS];
+
+    peers_init(p, NPEERS);
+    ring_make(&ring, names, w, NPEERS);
+
+    assert_int_equal(ring.bucket[0], 0);
+    assert_int_equal(ring.bucket[NGX_HTTP_LLM_PICK_BUCKETS], ring.n);
+
+    for (i = 0; i < 20000; i++) {
+        switch (i) {
+        case 0:
+            h = 0;
+            break;
+        case 1:
+            h = UINT64_MAX;
+            break;
+        case 2:
+            h = ring.points[0];
+            break;
+        case 3:
+            h = ring.points[ring.n - 1];
+            break;
+        case 4:
+            h = ring.points[ring.n - 1] + 1;
+            break;
+        default:
+            h = (i & 1) ? ring.points[i % ring.n] - (i & 2)
+                        : ngx_http_llm_pick_mix(i);
+        }
+
+        for (k = 0; k < ring.n && ring.points[k] < h; k++) { /* void */ }
+
+        want = (int) ring.owners[k == ring.n ? 0 : k];
+
+        assert_int_equal(ring_at(&ring, p, h, 1000, NULL), want);
+    }
+
+    free(ring.points); free(ring.owners);
 }
 
 
@@ -244,10 +303,10 @@ test_ring_bounded_load(void **state)
     ring_make(&ring, names, w, NPEERS);
 
     /* one hot key, 100 concurrent requests: the bound spreads them */
-    first = ngx_http_llm_pick_ring(&ring, p, NPEERS, 42, 0.25);
+    first = ring_at(&ring, p, 42, 0, NULL);
 
     for (i = 0; i < 100; i++) {
-        k = ngx_http_llm_pick_ring(&ring, p, NPEERS, 42, 0.25);
+        k = ring_at(&ring, p, 42, 0, NULL);
         assert_true(k >= 0);
         p[k].inflight++;
     }
@@ -268,8 +327,126 @@ test_ring_bounded_load(void **state)
     p[0].inflight = 3;
     p[1].inflight = 1;
     /* load 5, weight 5: peer 0 cap ceil(1.25 x 5 x 2 / 5) = 3 */
-    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 0, 0.25), 3);
-    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 1, 0.25), 2);
+    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 0, 0.25, 0), 3);
+    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 1, 0.25, 0), 2);
+
+    /* slack: requests above the multiplicative bound */
+    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 0, 0.25, 1), 4);
+    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 1, 0.25, 2), 4);
+
+    /*
+     * low load: 4 peers, the owner holds 1, load 2: cap ceil(0.625) = 1
+     * spills the next request; slack=1 keeps it home
+     */
+    peers_init(p, NPEERS);
+    first = ring_at(&ring, p, 42, 0, NULL);
+    p[first].inflight = 1;
+    assert_int_not_equal(ring_at(&ring, p, 42, 0, NULL), first);
+    assert_int_equal(ring_at(&ring, p, 42, 1, NULL), first);
+    p[first].inflight = 2;
+    assert_int_not_equal(ring_at(&ring, p, 42, 1, NULL), first);
+
+    free(ring.points); free(ring.owners);
+}
+
+
+static void
+test_ring_recent(void **state)
+{
+    int                         o, s, x, y, k;
+    size_t                      i;
+    uint32_t                    w[NPEERS] = { 1, 1, 1, 1 };
+    ngx_http_llm_pick_ring_t    ring;
+    ngx_http_llm_pick_peer_t    p[NPEERS];
+    ngx_http_llm_pick_recent_t  rc;
+
+    peers_init(p, NPEERS);
+    ring_make(&ring, names, w, NPEERS);
+
+    /* the history: move to front, index + 1, a new key starts over */
+    memset(&rc, 0, sizeof(rc));
+    ngx_http_llm_pick_recent_note(&rc, 42, 1);
+    assert_true(rc.key == 42 && rc.peer[0] == 2 && rc.peer[1] == 0);
+    ngx_http_llm_pick_recent_note(&rc, 42, 2);
+    assert_true(rc.peer[0] == 3 && rc.peer[1] == 2 && rc.peer[2] == 0);
+    ngx_http_llm_pick_recent_note(&rc, 42, 1);
+    assert_true(rc.peer[0] == 2 && rc.peer[1] == 3 && rc.peer[2] == 0);
+    ngx_http_llm_pick_recent_note(&rc, 42, 3);
+    ngx_http_llm_pick_recent_note(&rc, 42, 0);
+    assert_true(rc.peer[0] == 1 && rc.peer[1] == 4 && rc.peer[2] == 2);
+    ngx_http_llm_pick_recent_note(&rc, 42, 0);
+    assert_true(rc.peer[0] == 1 && rc.peer[1] == 4 && rc.peer[2] == 2);
+    ngx_http_llm_pick_recent_note(&rc, 43, 2);
+    assert_true(rc.key == 43 && rc.peer[0] == 3 && rc.peer[1] == 0
+                && rc.peer[2] == 0);
+
+    /* the owner within its bound wins over any history */
+    o = ring_at(&ring, p, 42, 0, NULL);
+    memset(&rc, 0, sizeof(rc));
+    ngx_http_llm_pick_recent_note(&rc, 42, (o + 1) % NPEERS);
+    assert_int_equal(ring_at(&ring, p, 42, 0, &rc),
+                     o);
+
+    /* owner full (load 3, cap ceil(1.25 x 3 / 4) = 1): the ring's spill */
+    p[o].inflight = 2;
+    s = ring_at(&ring, p, 42, 0, NULL);
+    assert_true(s >= 0 && s != o);
+
+    /* ... unless another peer served the prefix last: it caches it */
+    for (x = 0; x == o || x == s; x++) { /* void */ }
+
+    memset(&rc, 0, sizeof(rc));
+    ngx_http_llm_pick_recent_note(&rc, 42, x);
+    assert_int_equal(ring_at(&ring, p, 42, 0, &rc),
+                     x);
+
+    /* the history of another key (a collision in the table) is ignored */
+    rc.key = 41;
+    assert_int_equal(ring_at(&ring, p, 42, 0, &rc),
+                     s);
+
+    /* the owner itself, unknown and ineligible peers in it are skipped */
+    memset(&rc, 0, sizeof(rc));
+    rc.key = 42;
+    rc.peer[0] = o + 1;
+    rc.peer[1] = NPEERS + 7;
+    rc.peer[2] = x + 1;
+    assert_int_equal(ring_at(&ring, p, 42, 0, &rc),
+                     x);
+    p[x].eligible = 0;
+    k = ring_at(&ring, p, 42, 0, &rc);
+    assert_true(k >= 0 && k != x && k != o);
+    assert_int_equal(k, ring_at(&ring, p, 42, 0, NULL));
+    p[x].eligible = 1;
+
+    /*
+     * a recent peer over its own bound is passed over for the next one:
+     * load 8, cap ceil(1.25 x 8 / 4) = 3; x holds 3, y nothing
+     */
+    p[o].inflight = 4;
+    p[x].inflight = 3;
+
+    for (y = 0; y == o || y == x; y++) { /* void */ }
+
+    memset(&rc, 0, sizeof(rc));
+    ngx_http_llm_pick_recent_note(&rc, 42, y);
+    ngx_http_llm_pick_recent_note(&rc, 42, x);
+    assert_int_equal(ring_at(&ring, p, 42, 0, &rc),
+                     y);
+
+    /* no recent peer within its bound: the ring's order */
+    memset(&rc, 0, sizeof(rc));
+    ngx_http_llm_pick_recent_note(&rc, 42, x);
+    assert_int_equal(ring_at(&ring, p, 42, 0, &rc),
+                     ring_at(&ring, p, 42, 0, NULL));
+
+    /* the bound always admits the least loaded; no eligible peer: none */
+    for (i = 0; i < NPEERS; i++) {
+        p[i].eligible = 0;
+    }
+
+    assert_int_equal(ring_at(&ring, p, 42, 0, &rc),
+                     -1);
 
     free(ring.points); free(ring.owners);
 }
@@ -325,7 +502,9 @@ main(void)
         cmocka_unit_test(test_ewma),
         cmocka_unit_test(test_p2c),
         cmocka_unit_test(test_ring_spread_and_stability),
+        cmocka_unit_test(test_ring_lookup),
         cmocka_unit_test(test_ring_bounded_load),
+        cmocka_unit_test(test_ring_recent),
         cmocka_unit_test(test_headers),
     };
 
