@@ -57,7 +57,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   check(!c.data_dir.empty());
   check(c.admin_token.size() >= 16);
   check(!c.router.models.empty() && !c.router.classes.empty());
-  check(c.budget_downgrade_permille >= 0 && c.budget_downgrade_permille <= 1000);
+  check(c.budget_downgrade_permille >= 0 &&
+        c.budget_downgrade_permille <= 1000);
   for (const auto &m : c.router.models) {
     check(c.prices.count(m.name) == 1);
     check(m.api == "openai" || m.api == "anthropic");
