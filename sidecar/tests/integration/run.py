@@ -368,10 +368,14 @@ def test_durability(tmp):
     lock = threading.Lock()
     stop = threading.Event()
 
+    # recent timestamps: the replay forgets ids older than the dedup
+    # window (24 h), and the redelivery below must find every id again
+    ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
     def writer(wid):
         n = 0
         while not stop.is_set():
-            recs = [record(n * 100 + i, prefix="w%d-" % wid)
+            recs = [dict(record(n * 100 + i, prefix="w%d-" % wid), ts=ts)
                     for i in range(100)]
             with lock:
                 sent.extend(recs)
