@@ -16,7 +16,8 @@ FUZZ_RUNS        ?= 10000000
 FUZZ_MAX_SECONDS ?= 3600
 
 # targets of issue 9 beyond unit.mk's: message assembly and the cache
-# entry encoding (encode, decode, JSON rendering, SSE replay)
+# entry encoding (encode, decode, JSON rendering, SSE replay), then the
+# sidecar's parsers (below)
 
 LLM_FUZZ_MORE    := fuzz_assemble fuzz_entry
 LLM_FUZZ_TARGETS += $(LLM_FUZZ_MORE)
@@ -37,6 +38,48 @@ $(addprefix $(LLM_FUZZ_DIR)/,$(LLM_FUZZ_MORE)): \
         $(LLM_FUZZ_DIR)/%: fuzz/%.c $(LLM_UNIT_SRCS) $(LLM_UNIT_HDRS)
 	@mkdir -p $(dir $@)
 	$(LLM_FUZZ_CC) $(LLM_FUZZ_CFLAGS) -o $@ $< $(LLM_UNIT_SRCS)
+
+# the sidecar's parsers (C++): its configuration with the price table, and
+# the bodies of POST /v1/route and POST /v1/usage (sidecar/src/wire.cpp);
+# the pure sources are built once with the sanitizers, then linked per
+# target
+
+LLM_FUZZ_SIDECAR    := fuzz_sidecar_config fuzz_sidecar_route \
+                       fuzz_sidecar_usage
+LLM_FUZZ_TARGETS    += $(LLM_FUZZ_SIDECAR)
+LLM_FUZZ_BINS       += $(addprefix $(LLM_FUZZ_DIR)/,$(LLM_FUZZ_SIDECAR))
+
+LLM_FUZZ_CXX        ?= clang++
+LLM_FUZZ_SC_DIR     := $(LLM_FUZZ_DIR)/sidecar
+LLM_FUZZ_SC_SRCS    := $(addprefix sidecar/src/,config.cpp json.cpp log.cpp \
+                         wire.cpp) $(wildcard sidecar/src/domain/*.cpp)
+LLM_FUZZ_SC_OBJS    := $(patsubst sidecar/src/%.cpp,$(LLM_FUZZ_SC_DIR)/%.o,\
+                         $(LLM_FUZZ_SC_SRCS))
+LLM_FUZZ_CXXFLAGS   := -std=c++20 -O1 -g -fno-sanitize-recover=undefined \
+                       -Isidecar/src
+
+.PHONY: $(addprefix fuzz-,$(LLM_FUZZ_SIDECAR))
+
+fuzz: $(addprefix fuzz-,$(LLM_FUZZ_SIDECAR))
+fuzz-build: $(addprefix $(LLM_FUZZ_DIR)/,$(LLM_FUZZ_SIDECAR))
+
+$(addprefix fuzz-,$(LLM_FUZZ_SIDECAR)): fuzz-%: $(LLM_FUZZ_DIR)/%
+	@mkdir -p $(LLM_FUZZ_DIR)/corpus/$*
+	$(LLM_FUZZ_DIR)/$* -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=$(LLM_FUZZ_DIR)/$*- \
+	    $(LLM_FUZZ_DIR)/corpus/$* fuzz/corpus/$*
+
+$(LLM_FUZZ_SC_DIR)/%.o: sidecar/src/%.cpp $(wildcard sidecar/src/*.hpp \
+                                          sidecar/src/domain/*.hpp)
+	@mkdir -p $(dir $@)
+	$(LLM_FUZZ_CXX) $(LLM_FUZZ_CXXFLAGS) \
+	    -fsanitize=fuzzer-no-link,address,undefined -c -o $@ $<
+
+$(addprefix $(LLM_FUZZ_DIR)/,$(LLM_FUZZ_SIDECAR)): \
+        $(LLM_FUZZ_DIR)/%: fuzz/%.cpp $(LLM_FUZZ_SC_OBJS)
+	$(LLM_FUZZ_CXX) $(LLM_FUZZ_CXXFLAGS) \
+	    -fsanitize=fuzzer,address,undefined -o $@ $< $(LLM_FUZZ_SC_OBJS) \
+	    -lsimdjson
 
 .PHONY: fuzz-runs fuzz-regress
 

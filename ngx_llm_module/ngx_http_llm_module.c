@@ -331,7 +331,7 @@ ngx_module_t  ngx_http_llm_module = {
     NULL,                                  /* init thread */
     NULL,                                  /* exit thread */
     ngx_http_llm_exit_process,             /* exit process */
-    NULL,                                  /* exit master */
+    ngx_http_llm_sidecar_exit_master,      /* exit master */
     NGX_MODULE_V1_PADDING
 };
 

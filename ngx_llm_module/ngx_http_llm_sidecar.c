@@ -27,7 +27,10 @@
 #define NGX_HTTP_LLM_SIDECAR_LOG_INTERVAL  10000
 /* after a failed exchange, route calls wait this long, ms (fail-open) */
 #define NGX_HTTP_LLM_SIDECAR_BACKOFF       1000
-/* how long an exiting worker stays to deliver spooled records, ms */
+/*
+ * how long an exiting worker stays to deliver its spooled records, ms,
+ * counted from when it went idle (its last record, or the exit if later)
+ */
 #define NGX_HTTP_LLM_SIDECAR_DRAIN         5000
 
 /* one usage record, JSON; longer records (odd team names) are truncated */
@@ -128,6 +131,11 @@ static char *ngx_http_llm_sidecar_zone(ngx_conf_t *cf, ngx_str_t *value,
 
 
 static ngx_event_t   ngx_http_llm_spool_timer;
+static ngx_msec_t    ngx_http_llm_spool_exit_at;
+
+/* the end of this worker's last spooled record (ring offset) and when */
+static uint64_t      ngx_http_llm_spool_last;
+static ngx_msec_t    ngx_http_llm_spool_last_at;
 static ngx_msec_t    ngx_http_llm_sidecar_fail_log_at;
 static ngx_uint_t    ngx_http_llm_sidecar_fail_count;
 
@@ -902,11 +910,13 @@ static ngx_int_t
 ngx_http_llm_spool_put(ngx_http_llm_spool_t *spool, u_char *rec, size_t len)
 {
     uint32_t                     n;
+    uint64_t                     end;
     ngx_int_t                    rc;
     ngx_http_llm_spool_shctx_t  *sh;
 
     sh = spool->sh;
     n = (uint32_t) len;
+    end = 0;
 
     ngx_shmtx_lock(&spool->shpool->mutex);
 
@@ -920,10 +930,31 @@ ngx_http_llm_spool_put(ngx_http_llm_spool_t *spool, u_char *rec, size_t len)
         ngx_http_llm_spool_write(sh, sh->head + sizeof(n), rec, len);
         sh->head += sizeof(n) + len;
         sh->records++;
+        end = sh->head;
         rc = NGX_OK;
     }
 
     ngx_shmtx_unlock(&spool->shpool->mutex);
+
+    if (rc != NGX_OK) {
+        return rc;
+    }
+
+    ngx_http_llm_spool_last = end;
+    ngx_http_llm_spool_last_at = ngx_current_msec;
+
+    /*
+     * an exiting worker stops ticking once its records are delivered,
+     * while its last streams may still be finishing: a record put after
+     * that arms the tick again, so that the worker stays to deliver it
+     */
+
+    if (ngx_http_llm_spool_timer.handler
+        && !ngx_http_llm_spool_timer.timer_set
+        && !ngx_terminate)
+    {
+        ngx_add_timer(&ngx_http_llm_spool_timer, NGX_HTTP_LLM_SIDECAR_TICK);
+    }
 
     return rc;
 }
@@ -989,11 +1020,12 @@ ngx_http_llm_sidecar_init_process(ngx_cycle_t *cycle)
 static void
 ngx_http_llm_spool_tick(ngx_event_t *ev)
 {
-    uint64_t                   records;
-    ngx_http_llm_spool_t      *spool;
-    ngx_http_llm_main_conf_t  *lmcf = ev->data;
-
-    static ngx_msec_t          exit_start;
+    uint64_t                     records, tail;
+    ngx_pid_t                    sender;
+    ngx_msec_t                   idle_at;
+    ngx_http_llm_spool_t        *spool;
+    ngx_http_llm_main_conf_t    *lmcf = ev->data;
+    ngx_http_llm_spool_shctx_t  *sh;
 
     if (ngx_terminate) {
         return;
@@ -1004,23 +1036,47 @@ ngx_http_llm_spool_tick(ngx_event_t *ev)
         /*
          * A graceful stop (quit, reload, the old binary of an upgrade):
          * a reload's next generation shares the zone, but a new binary or
-         * a stop does not, so the worker stays to deliver what is spooled,
-         * for NGX_HTTP_LLM_SIDECAR_DRAIN ms at most; not re-arming the
-         * timer lets it exit.
+         * a stop does not, so the worker stays until the ring's delivered
+         * tail has passed the last record it spooled itself (and its own
+         * batch in flight is answered), for NGX_HTTP_LLM_SIDECAR_DRAIN ms
+         * at most after it went idle; not re-arming the timer lets it
+         * exit. Streams still finishing put records later: the put arms
+         * the timer again (ngx_http_llm_spool_put).
          */
 
         spool = lmcf->sidecar.spool->data;
-        records = spool->sh->records;
+        sh = spool->sh;
 
-        if (exit_start == 0) {
-            exit_start = ngx_current_msec ? ngx_current_msec : 1;
+        ngx_shmtx_lock(&spool->shpool->mutex);
+
+        records = sh->records;
+        tail = sh->tail;
+        sender = sh->sender;
+
+        ngx_shmtx_unlock(&spool->shpool->mutex);
+
+        if (ngx_http_llm_spool_exit_at == 0) {
+            ngx_http_llm_spool_exit_at = ngx_current_msec ? ngx_current_msec
+                                                          : 1;
         }
 
-        if (records == 0) {
+        idle_at = ngx_http_llm_spool_exit_at;
+
+        if (ngx_http_llm_spool_last_at
+            && (ngx_msec_int_t) (ngx_http_llm_spool_last_at - idle_at) > 0)
+        {
+            idle_at = ngx_http_llm_spool_last_at;
+        }
+
+        if (tail >= ngx_http_llm_spool_last && sender != ngx_pid) {
+            ngx_log_debug2(NGX_LOG_DEBUG_HTTP, ev->log, 0,
+                           "llm sidecar: exiting worker's records "
+                           "delivered (tail %uL, own last %uL)",
+                           tail, ngx_http_llm_spool_last);
             return;
         }
 
-        if ((ngx_msec_int_t) (ngx_current_msec - exit_start)
+        if ((ngx_msec_int_t) (ngx_current_msec - idle_at)
             >= NGX_HTTP_LLM_SIDECAR_DRAIN)
         {
             ngx_log_error(NGX_LOG_WARN, ev->log, 0,
@@ -1037,6 +1093,54 @@ ngx_http_llm_spool_tick(ngx_event_t *ev)
     ngx_http_llm_spool_flush((ngx_cycle_t *) ngx_cycle, &lmcf->sidecar);
 
     ngx_add_timer(ev, NGX_HTTP_LLM_SIDECAR_TICK);
+}
+
+
+/*
+ * The master exits (a stop, or the old master of a binary upgrade) after
+ * its last worker: what the spool still holds is lost, since no other
+ * generation maps this zone. Read without the lock: every worker is gone
+ * and a crashed one may have left the mutex held.
+ */
+
+void
+ngx_http_llm_sidecar_exit_master(ngx_cycle_t *cycle)
+{
+    ngx_http_llm_spool_t        *spool;
+    ngx_http_llm_main_conf_t    *lmcf;
+    ngx_http_llm_spool_shctx_t  *sh;
+
+    lmcf = ngx_http_cycle_get_module_main_conf(cycle, ngx_http_llm_module);
+
+    if (lmcf == NULL || lmcf->sidecar.addr == NULL
+        || lmcf->sidecar.spool == NULL)
+    {
+        return;
+    }
+
+    spool = lmcf->sidecar.spool->data;
+    sh = spool ? spool->sh : NULL;
+
+    if (sh == NULL) {
+        return;
+    }
+
+    if (sh->records == 0) {
+        ngx_log_error(NGX_LOG_NOTICE, cycle->log, 0,
+                      "llm sidecar spool \"%V\" empty at exit: %uL usage "
+                      "records delivered, %uL dropped",
+                      &lmcf->sidecar.spool->shm.name, sh->delivered,
+                      sh->dropped);
+        return;
+    }
+
+    ngx_log_error(NGX_LOG_WARN, cycle->log, 0,
+                  "llm sidecar spool \"%V\": %uL usage records lost at "
+                  "exit (%uL delivered, %uL dropped before): the sidecar "
+                  "did not take them in time; check that it runs and "
+                  "answers within llm_sidecar timeout=",
+                  &lmcf->sidecar.spool->shm.name, sh->records,
+                  sh->delivered, sh->dropped);
 }
 
 

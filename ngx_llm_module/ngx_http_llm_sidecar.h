@@ -104,6 +104,9 @@ ngx_int_t ngx_http_llm_sidecar_add_variables(ngx_conf_t *cf);
 /* per worker: the spool delivery timer */
 ngx_int_t ngx_http_llm_sidecar_init_process(ngx_cycle_t *cycle);
 
+/* master exit: logs what the spool still holds (lost) or that it is empty */
+void ngx_http_llm_sidecar_exit_master(ngx_cycle_t *cycle);
+
 /* log phase: one usage record per finished inspected request */
 void ngx_http_llm_sidecar_record(ngx_http_request_t *r);
 

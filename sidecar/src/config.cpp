@@ -54,8 +54,8 @@ void read_prices(const json::Obj &o, ModelInfo &m) {
 }
 
 std::unordered_map<std::string, ModelInfo>
-load_price_table(const std::string &path) {
-  const std::string text = read_file(path, "config: price_table");
+load_price_table(const std::string &path, const ConfigReader &read) {
+  const std::string text = read(path);
   simdjson::dom::parser parser;
   simdjson::dom::element root;
   if (auto err = parser.parse(text).get(root)) {
@@ -91,6 +91,13 @@ load_price_table(const std::string &path) {
 } // namespace
 
 Config parse_config(const std::string &text, const std::string &base_dir) {
+  return parse_config(text, base_dir, [](const std::string &path) {
+    return read_file(path, "config: price_table");
+  });
+}
+
+Config parse_config(const std::string &text, const std::string &base_dir,
+                    const ConfigReader &read) {
   simdjson::dom::parser parser;
   simdjson::dom::element root;
   if (auto err = parser.parse(text).get(root)) {
@@ -164,7 +171,7 @@ Config parse_config(const std::string &text, const std::string &base_dir) {
     throw ConfigError(errs.first);
   }
   if (!price_path.empty()) {
-    table = load_price_table(price_path);
+    table = load_price_table(price_path, read);
   }
   for (const auto &[name, m] : table) {
     c.prices[name] = m.price;

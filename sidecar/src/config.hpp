@@ -6,6 +6,7 @@
 #include "domain/router.hpp"
 #include "log.hpp"
 
+#include <functional>
 #include <stdexcept>
 #include <string>
 #include <unordered_map>
@@ -67,5 +68,11 @@ struct Config {
 Config load_config(const std::string &path);
 // The same from text; relative paths resolve against base_dir.
 Config parse_config(const std::string &text, const std::string &base_dir);
+
+// Reads a file the config names (the price table); throws ConfigError.
+using ConfigReader = std::function<std::string(const std::string &path)>;
+// The same, files read through `read` (tests, fuzz/fuzz_sidecar_config).
+Config parse_config(const std::string &text, const std::string &base_dir,
+                    const ConfigReader &read);
 
 } // namespace llm

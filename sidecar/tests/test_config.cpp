@@ -125,3 +125,25 @@ TEST(Config, RoutingAndLedgerKnobs) {
   EXPECT_EQ(c.budget_downgrade_permille, 900);
   EXPECT_EQ(c.router.routing.ttl_ms, 2500);
 }
+
+TEST(Config, PriceTableReadThroughTheReader) {
+  std::string asked;
+  Config c = parse_config(base(R"([{"name":"gpt-4o-mini","upstream":"u"}])"),
+                          "/cfg", [&asked](const std::string &path) {
+                            asked = path;
+                            return std::string(k_prices);
+                          });
+  EXPECT_EQ(asked, "/cfg/prices.json");
+  EXPECT_EQ(c.prices.at("gpt-4o-mini").output_per_mtok, 600000);
+  try {
+    parse_config(base(R"([{"name":"gpt-4o-mini","upstream":"u"}])"), "/cfg",
+                 [](const std::string &) { return std::string("{\"m"); });
+    FAIL() << "a broken price table must be refused";
+  } catch (const ConfigError &e) {
+    EXPECT_EQ(std::string(e.what()).rfind("price table /cfg/prices.json: "
+                                          "invalid JSON",
+                                          0),
+              0u)
+        << e.what();
+  }
+}

@@ -363,19 +363,20 @@ def test_api(tmp):
 
 
 def test_durability(tmp):
-    # records of today: redelivery is deduplicated within the ledger's 24 h
-    # window, counted from now (a fixed date here broke the day it aged out)
-    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     sc = Sidecar(tmp, base_config(tmp)).start()
     acked = set()
     sent = []
     lock = threading.Lock()
     stop = threading.Event()
 
+    # recent timestamps: the replay forgets ids older than the dedup
+    # window (24 h), and the redelivery below must find every id again
+    ts = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
     def writer(wid):
         n = 0
         while not stop.is_set():
-            recs = [dict(record(n * 100 + i, prefix="w%d-" % wid), ts=now)
+            recs = [dict(record(n * 100 + i, prefix="w%d-" % wid), ts=ts)
                     for i in range(100)]
             with lock:
                 sent.extend(recs)
