@@ -936,6 +936,7 @@ ngx_http_llm_limit_admit(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
         if (ctx->req.stream == 1 && limit->streams) {
             node->streams++;
             hold->stream = 1;
+            lctx->streams = 1;
         }
 
         if (zone->sync) {
@@ -1239,6 +1240,7 @@ ngx_http_llm_limit_release(ngx_http_llm_limit_ctx_t *lctx,
             node->streams--;
         }
 
+        hold->stream = 0;
         node->refs--;
         node->dirty = 1;
 
@@ -1250,6 +1252,72 @@ ngx_http_llm_limit_release(ngx_http_llm_limit_ctx_t *lctx,
     if (rollback) {
         lctx->nholds = 0;
     }
+}
+
+
+/*
+ * The response's last buffer is on its way to the client: the stream is
+ * over and its slots are free now. The request itself may stay a while
+ * longer (a lingering close waits for the client to close, an exiting
+ * worker may be slow to get to it), after the client has seen the end of
+ * the response and may have started its next stream: released only at the
+ * log phase, the slot would refuse that stream with a 429. The tokens are
+ * settled at the log phase, as before.
+ */
+
+void
+ngx_http_llm_limit_stream_end(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_chain_t *in)
+{
+    ngx_uint_t                  i;
+    ngx_chain_t                *cl;
+    ngx_http_llm_limit_ctx_t   *lctx;
+    ngx_http_llm_limit_hold_t  *hold;
+    ngx_http_llm_limit_zone_t  *zone;
+
+    lctx = &ctx->limit;
+
+    if (!lctx->streams) {
+        return;
+    }
+
+    for (cl = in; cl; cl = cl->next) {
+        if (cl->buf->last_buf) {
+            break;
+        }
+    }
+
+    if (cl == NULL) {
+        return;
+    }
+
+    lctx->streams = 0;
+
+    for (i = 0; i < lctx->nholds; i++) {
+        hold = &lctx->holds[i];
+
+        if (hold->node == NULL || !hold->stream) {
+            continue;
+        }
+
+        zone = hold->limit->shm_zone->data;
+
+        ngx_shmtx_lock(&zone->shpool->mutex);
+
+        if (hold->node->streams) {
+            hold->node->streams--;
+        }
+
+        hold->node->dirty = 1;
+
+        ngx_shmtx_unlock(&zone->shpool->mutex);
+
+        hold->stream = 0;
+    }
+
+    ngx_log_debug1(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "llm limit: stream slots released at the response's "
+                   "end in %ui limits", lctx->nholds);
 }
 
 

@@ -82,6 +82,7 @@ typedef struct {
     unsigned                    headers:1;      /* figures to send */
     unsigned                    settled:1;
     unsigned                    cut:1;          /* stream over budget */
+    unsigned                    streams:1;      /* stream slots held */
 } ngx_http_llm_limit_ctx_t;
 
 

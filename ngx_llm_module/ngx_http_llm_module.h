@@ -182,6 +182,8 @@ ngx_int_t ngx_http_llm_limit_admit(ngx_http_request_t *r,
 void ngx_http_llm_limit_settle(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 void ngx_http_llm_limit_meter(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx);
+void ngx_http_llm_limit_stream_end(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx, ngx_chain_t *in);
 void ngx_http_llm_limit_release_tokens(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx);
 ngx_chain_t *ngx_http_llm_limit_cutoff(ngx_http_request_t *r,

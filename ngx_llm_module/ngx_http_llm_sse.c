@@ -251,7 +251,14 @@ ngx_http_llm_body_filter(ngx_http_request_t *r, ngx_chain_t *in)
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
 
-    if (ctx == NULL || !ctx->inspected || ctx->cache_hit) {
+    if (ctx == NULL) {
+        return ngx_http_next_body_filter(r, in);
+    }
+
+    /* before the client can see the response's end */
+    ngx_http_llm_limit_stream_end(r, ctx, in);
+
+    if (!ctx->inspected || ctx->cache_hit) {
         return ngx_http_next_body_filter(r, in);
     }
 

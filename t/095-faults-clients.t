@@ -2,7 +2,8 @@
 # read a long stream very slowly (small receive buffer, small reads) while
 # the upstream sends it at once, a client that stops reading, and clients
 # that trickle their request body or stall in it. The gateway must stay
-# within bounded memory, finish every slow stream intact, and keep serving.
+# within bounded memory, finish every slow stream intact, and keep serving;
+# a client slow to close after its stream does not hold its stream slot.
 
 use FindBin; use lib $FindBin::Bin; use lib "$FindBin::Bin/fault";
 use LLM; use Fault;
@@ -17,6 +18,11 @@ _EOC_
         location /v1/ {
             llm_limit zone=lim095c key=$http_x_key streams=20;
             proxy_pass http://mock;
+        }
+        location /linger/ {
+            lingering_close always;
+            llm_limit zone=lim095c key=$http_x_key streams=1;
+            proxy_pass http://mock/;
         }
 _EOC_
 
@@ -92,6 +98,30 @@ sub worker_rss {
     is(Fault::tally(@r), '200 complete: 20',
        'stalled reader: its stream slot was freed (20 of streams=20 pass)');
     Fault::log_clean('stalled reader');
+}
+
+# a client that has read its whole stream (nginx shut its side down) but
+# not closed its connection yet, and starts its next stream: nginx waits
+# for the close in a lingering close, the stream's slot is free already
+# (released at the response's end, not when the request goes), so none
+# of its streams is refused by streams=1
+
+{
+    Fault::mark();
+    my @open;
+    for my $i (1 .. 3) {
+        my $r = Fault::request(path => '/linger/v1/chat/completions',
+            body => Fault::body(stream => 1), keep => 1,
+            headers => { 'X-Key' => 'linger' });
+        push @open, $r->{sock};
+        is("$r->{status} " . Fault::shape($r), '200 complete',
+           "lingering client: stream $i of streams=1 complete");
+    }
+    close $_ for @open;
+    unlike(substr(Fault::error_log(), $Fault::log_offset),
+           qr/llm limit rejected/,
+           'lingering client: no stream refused by the streams limit');
+    Fault::log_clean('lingering client');
 }
 
 # 20 clients trickling a 40 KB body in 8 pieces, 150 ms apart

@@ -154,7 +154,9 @@ sub error_log {
 # send_delay (seconds between body pieces, send_pieces of them),
 # read_delay / read_size (a slow reader: read_size bytes per read_delay),
 # rcvbuf (the client's socket receive buffer), timeout (inactivity),
-# stall (read nothing for that many seconds, then close).
+# stall (read nothing for that many seconds, then close), keep (the
+# socket is not closed after the answer's end: it is returned in sock,
+# for the caller to close later).
 sub request {
     my (%o) = @_;
     my $body = $o{body} // '';
@@ -199,9 +201,10 @@ sub request {
         last if $n == 0;
         $raw .= $buf;
     }
-    close $s;
+    close $s unless $o{keep};
     my ($head, $rest) = split /\r\n\r\n/, $raw, 2;
     my %r = (raw => $raw, secs => time - $t0, error => $err);
+    $r{sock} = $s if $o{keep};
     $r{status} = ($head // '') =~ m{^HTTP/1\.\d (\d+)} ? $1 : 0;
     $r{headers} = $head // '';
     $rest //= '';
