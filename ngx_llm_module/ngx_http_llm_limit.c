@@ -1258,11 +1258,11 @@ ngx_http_llm_limit_release(ngx_http_llm_limit_ctx_t *lctx,
 /*
  * The response's last buffer is on its way to the client: the stream is
  * over and its slots are free now. The request itself may stay a while
- * longer (a lingering close waits for the client to close, an exiting
- * worker may be slow to get to it), after the client has seen the end of
- * the response and may have started its next stream: released only at the
- * log phase, the slot would refuse that stream with a 429. The tokens are
- * settled at the log phase, as before.
+ * longer (a lingering close shuts nginx's side down, then waits for the
+ * client's close; a loaded worker gets to it late), after the client has
+ * seen the end of the response and may have started its next stream:
+ * released only at the log phase, the slot would refuse that stream with
+ * a 429. The tokens are settled at the log phase, as before.
  */
 
 void
