@@ -633,9 +633,8 @@ void Engine::snapshot() {
     for (const auto &[k, t] : m_ledger.cube()) {
       entries.push_back(codec::encode_cell(k, t));
     }
-    for (const auto &[ts, id] : m_ledger.id_log()) {
-      entries.push_back(
-          codec::encode_simple(codec::k_id, ts, id_digest_text(id)));
+    for (const auto &[ts, id] : m_ledger.id_entries()) {
+      entries.push_back(codec::encode_simple(codec::k_id, ts, id));
     }
     if (!m_redis_mode) {
       for (const auto &[k, b] : m_budgets) {

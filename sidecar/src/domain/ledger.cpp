@@ -69,11 +69,21 @@ IdDigest id_digest_restore(std::string_view text) {
 }
 
 Ledger::Result Ledger::apply(const UsageRecord &r) {
-  const IdDigest d = id_digest(r.request_id);
-  if (!m_ids.insert(d)) {
-    return Result::duplicate;
+  std::uint64_t p, n;
+  if (IdRanges::parse(r.request_id, p, n)) {
+    // digests of module ids restored from an older snapshot count until
+    // they expire
+    if ((m_ids.size() > 0 && m_ids.contains(id_digest(r.request_id))) ||
+        !m_ranges.insert(p, n, r.ts)) {
+      return Result::duplicate;
+    }
+  } else {
+    const IdDigest d = id_digest(r.request_id);
+    if (!m_ids.insert(d)) {
+      return Result::duplicate;
+    }
+    m_id_order.emplace_back(r.ts, d);
   }
-  m_id_order.emplace_back(r.ts, d);
   Totals t;
   t.add(r);
   add_cell(CubeKey{day_index(r.ts), r.key_hash, r.team, r.billed_model()}, t);
@@ -90,6 +100,15 @@ void Ledger::add_cell(const CubeKey &k, const Totals &t) {
 void Ledger::restore_cell(const CubeKey &k, const Totals &t) { add_cell(k, t); }
 
 void Ledger::restore_id(const std::string &id, TimeMs ts) {
+  std::uint64_t p, lo, hi;
+  if (IdRanges::parse_text(id, p, lo, hi)) {
+    m_ranges.insert_range(p, lo, hi, ts);
+    return;
+  }
+  if (IdRanges::parse(id, p, lo)) {
+    m_ranges.insert(p, lo, ts);
+    return;
+  }
   const IdDigest d = id_digest_restore(id);
   if (m_ids.insert(d)) {
     m_id_order.emplace_back(ts, d);
@@ -97,7 +116,25 @@ void Ledger::restore_id(const std::string &id, TimeMs ts) {
 }
 
 bool Ledger::seen(const std::string &id) const {
+  std::uint64_t p, n;
+  if (IdRanges::parse(id, p, n) && m_ranges.contains(p, n)) {
+    return true;
+  }
   return m_ids.contains(id_digest(id));
+}
+
+std::vector<std::pair<TimeMs, std::string>> Ledger::id_entries() const {
+  std::vector<std::pair<TimeMs, std::string>> out;
+  out.reserve(m_ranges.ranges() + m_id_order.size());
+  for (const auto &[p, v] : m_ranges.all()) {
+    for (const IdRange &r : v) {
+      out.emplace_back(r.last, IdRanges::text(p, r));
+    }
+  }
+  for (const auto &[ts, d] : m_id_order) {
+    out.emplace_back(ts, id_digest_text(d));
+  }
+  return out;
 }
 
 void Ledger::expire_ids(TimeMs before) {
@@ -107,6 +144,7 @@ void Ledger::expire_ids(TimeMs before) {
     m_ids.erase(m_id_order.front().second);
     m_id_order.pop_front();
   }
+  m_ranges.expire(before);
 }
 
 Micros Ledger::spent(Scope scope, const std::string &id, std::int64_t from_day,

@@ -3,6 +3,7 @@
 #pragma once
 
 #include "domain/budgets.hpp"
+#include "domain/id_ranges.hpp"
 #include "domain/id_set.hpp"
 #include "domain/types.hpp"
 
@@ -16,10 +17,13 @@
 
 namespace llm {
 
-// Request ids are remembered as 128-bit digests (IdSet), not the string
-// twice (set and expiry queue each held a heap-allocated copy of a
-// 32-character id). Snapshots store the digest as "#" and 32 hex digits; a
-// plain id (older snapshots) is hashed.
+// The dedup window. Ids of the module's shape (32 lowercase hex digits: a
+// per-worker prefix and counter) are remembered as counter intervals per
+// prefix (IdRanges): O(worker lifetimes x holes) memory, not O(records).
+// Any other id (API users may post arbitrary strings) is remembered as a
+// 128-bit digest (IdSet) with an expiry queue. Snapshots store an interval
+// as "~" and 48 hex digits, a digest as "#" and 32 hex digits; a plain id
+// (older snapshots) is hashed, or put in its interval if module-shaped.
 IdDigest id_digest(std::string_view id);
 std::string id_digest_text(const IdDigest &d);
 // The digest of a snapshot entry: "#" + 32 hex digits, or a plain id.
@@ -69,7 +73,10 @@ public:
   Result apply(const UsageRecord &r);
   // A hint before apply()ing a batch: loads the dedup slots of its ids.
   void prefetch(const UsageRecord &r) const {
-    m_ids.prefetch(id_digest(r.request_id));
+    std::uint64_t p, n;
+    if (!IdRanges::parse(r.request_id, p, n)) {
+      m_ids.prefetch(id_digest(r.request_id));
+    }
   }
   bool seen(const std::string &request_id) const;
   // Forget request ids whose record is older than `before`.
@@ -82,10 +89,14 @@ public:
   std::vector<SpendRow> query(const SpendQuery &q) const;
   Totals total() const { return m_total; }
   const Cube &cube() const { return m_cube; }
-  std::size_t remembered_ids() const { return m_ids.size(); }
-  const std::deque<std::pair<TimeMs, IdDigest>> &id_log() const {
-    return m_id_order;
+  // digests plus counter intervals: the snapshot entries of the window
+  std::size_t remembered_ids() const {
+    return m_ids.size() + m_ranges.ranges();
   }
+  const IdRanges &id_ranges() const { return m_ranges; }
+  // The window as snapshot entries: (time, "~..." or "#..." text), for
+  // restore_id().
+  std::vector<std::pair<TimeMs, std::string>> id_entries() const;
 
   // Snapshot restore.
   void restore_cell(const CubeKey &k, const Totals &t);
@@ -97,6 +108,7 @@ private:
   Cube m_cube;
   std::unordered_map<std::string, std::map<std::int64_t, Micros>> m_key_days;
   std::unordered_map<std::string, std::map<std::int64_t, Micros>> m_team_days;
+  IdRanges m_ranges;
   IdSet m_ids;
   std::deque<std::pair<TimeMs, IdDigest>> m_id_order;
   Totals m_total;
