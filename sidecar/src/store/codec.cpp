@@ -8,7 +8,12 @@ namespace {
 
 void put(std::string &out, std::string_view s) {
   out.push_back('\t');
-  if (s.find_first_of("\\\t\n") == std::string_view::npos) {
+  // not string_view::find_first_of(): one memchr() per character
+  bool plain = true;
+  for (char c : s) {
+    plain &= c != '\\' && c != '\t' && c != '\n';
+  }
+  if (plain) {
     out.append(s);
     return;
   }
