@@ -196,15 +196,38 @@ ngx_http_llm_limiter_idle(ngx_http_llm_limiter_t *lim, const uint32_t *rate,
 }
 
 
+/*
+ * decimal digits of v at p, returns the end; the duration is formatted
+ * on every limited answer (three x-ratelimit-reset-* headers), where
+ * snprintf() was a visible cost
+ */
+
+static char *
+ngx_http_llm_limiter_u64(char *p, uint64_t v)
+{
+    char   *d;
+    char    tmp[20];
+
+    d = tmp + sizeof(tmp);
+
+    do {
+        *--d = (char) ('0' + v % 10);
+        v /= 10;
+    } while (v);
+
+    memcpy(p, d, tmp + sizeof(tmp) - d);
+
+    return p + (tmp + sizeof(tmp) - d);
+}
+
+
 size_t
 ngx_http_llm_limiter_duration(u_char *buf, uint64_t ms)
 {
-    int       n;
-    char     *p, *last;
-    uint64_t  h, m, s, f;
+    char      *p;
+    uint64_t   h, m, s, f;
 
     p = (char *) buf;
-    last = p + NGX_HTTP_LLM_LIMITER_DURATION_LEN;
 
     if (ms == 0) {
         memcpy(p, "0s", 2);
@@ -212,8 +235,10 @@ ngx_http_llm_limiter_duration(u_char *buf, uint64_t ms)
     }
 
     if (ms < 1000) {
-        n = snprintf(p, last - p, "%llums", (unsigned long long) ms);
-        return (size_t) n;
+        p = ngx_http_llm_limiter_u64(p, ms);
+        *p++ = 'm';
+        *p++ = 's';
+        return (size_t) (p - (char *) buf);
     }
 
     h = ms / 3600000;
@@ -222,25 +247,30 @@ ngx_http_llm_limiter_duration(u_char *buf, uint64_t ms)
     f = ms % 1000;
 
     if (h) {
-        p += snprintf(p, last - p, "%lluh", (unsigned long long) h);
+        p = ngx_http_llm_limiter_u64(p, h);
+        *p++ = 'h';
     }
 
     if (h || m) {
-        p += snprintf(p, last - p, "%llum", (unsigned long long) m);
+        p = ngx_http_llm_limiter_u64(p, m);
+        *p++ = 'm';
     }
 
-    p += snprintf(p, last - p, "%llu", (unsigned long long) s);
+    p = ngx_http_llm_limiter_u64(p, s);
 
     if (f) {
         /* milliseconds as a decimal fraction, trailing zeros dropped */
 
-        n = snprintf(p, last - p, ".%03llu", (unsigned long long) f);
+        *p++ = '.';
+        *p++ = (char) ('0' + f / 100);
 
-        while (p[n - 1] == '0') {
-            n--;
+        if (f % 100) {
+            *p++ = (char) ('0' + f / 10 % 10);
+
+            if (f % 10) {
+                *p++ = (char) ('0' + f % 10);
+            }
         }
-
-        p += n;
     }
 
     *p++ = 's';

@@ -114,6 +114,9 @@ static void ngx_http_llm_sidecar_finish(ngx_http_llm_sidecar_call_t *call,
     ngx_int_t status);
 static ngx_int_t ngx_http_llm_spool_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static u_char *ngx_http_llm_sidecar_cpy(u_char *p, u_char *last,
+    const char *s, size_t len);
+static u_char *ngx_http_llm_sidecar_int(u_char *p, u_char *last, int64_t n);
 static ngx_int_t ngx_http_llm_spool_put(ngx_http_llm_spool_t *spool,
     u_char *rec, size_t len);
 static void ngx_http_llm_spool_copy(ngx_http_llm_spool_shctx_t *sh,
@@ -1390,6 +1393,52 @@ ngx_http_llm_spool_report(ngx_http_llm_spool_batch_t *batch, ngx_int_t status,
 }
 
 
+/*
+ * the usage record is built with these instead of ngx_slprintf(): the
+ * format parsing of a dozen calls was a visible part of a request's cost
+ * (perf, bench/route.sh); like ngx_slprintf(), they return last when the
+ * text does not fit
+ */
+
+#define ngx_http_llm_sidecar_lit(p, last, s)                                 \
+    ngx_http_llm_sidecar_cpy(p, last, s, sizeof(s) - 1)
+
+
+static u_char *
+ngx_http_llm_sidecar_cpy(u_char *p, u_char *last, const char *s, size_t len)
+{
+    if (len > (size_t) (last - p)) {
+        return last;
+    }
+
+    return ngx_cpymem(p, s, len);
+}
+
+
+static u_char *
+ngx_http_llm_sidecar_int(u_char *p, u_char *last, int64_t n)
+{
+    u_char    *d;
+    uint64_t   v;
+    u_char     tmp[NGX_INT64_LEN + 1];
+
+    d = tmp + sizeof(tmp);
+    v = n < 0 ? (uint64_t) -(n + 1) + 1 : (uint64_t) n;
+
+    do {
+        *--d = (u_char) ('0' + v % 10);
+        v /= 10;
+    } while (v);
+
+    if (n < 0) {
+        *--d = '-';
+    }
+
+    return ngx_http_llm_sidecar_cpy(p, last, (char *) d,
+                                    tmp + sizeof(tmp) - d);
+}
+
+
 /* the usage record of one request, from its ctx */
 
 void
@@ -1403,6 +1452,7 @@ ngx_http_llm_sidecar_record(ngx_http_request_t *r)
     ngx_http_variable_value_t   *vv;
     ngx_http_llm_main_conf_t    *lmcf;
     ngx_http_llm_sidecar_conf_t *scf;
+    const char                  *tier;
     u_char                       buf[NGX_HTTP_LLM_SIDECAR_RECORD_MAX];
 
     static const char  *sources[] = { "none", "upstream", "estimated", "none" };
@@ -1430,7 +1480,7 @@ ngx_http_llm_sidecar_record(ngx_http_request_t *r)
     p = buf;
     last = buf + sizeof(buf) - 1;
 
-    p = ngx_slprintf(p, last, "{\"request_id\":");
+    p = ngx_http_llm_sidecar_lit(p, last, "{\"request_id\":");
 
     vv = ngx_http_get_indexed_variable(r, scf->request_id_index);
 
@@ -1442,23 +1492,23 @@ ngx_http_llm_sidecar_record(ngx_http_request_t *r)
     s.len = vv->len;
     p = ngx_http_llm_sidecar_json_str(p, last, &s);
 
-    p = ngx_slprintf(p, last, ",\"key_hash\":");
+    p = ngx_http_llm_sidecar_lit(p, last, ",\"key_hash\":");
     p = ngx_http_llm_sidecar_json_str(p, last, &ctx->key_hash);
 
-    p = ngx_slprintf(p, last, ",\"team\":");
+    p = ngx_http_llm_sidecar_lit(p, last, ",\"team\":");
     p = ngx_http_llm_sidecar_json_str(p, last,
                                       ctx->link ? &ctx->link->team : &empty);
 
-    p = ngx_slprintf(p, last, ",\"model\":");
+    p = ngx_http_llm_sidecar_lit(p, last, ",\"model\":");
     p = ngx_http_llm_sidecar_json_str(p, last, &ctx->model);
 
-    p = ngx_slprintf(p, last, ",\"served_model\":");
+    p = ngx_http_llm_sidecar_lit(p, last, ",\"served_model\":");
     p = ngx_http_llm_sidecar_json_str(p, last,
                                       ctx->link && ctx->link->served_model.len
                                       ? &ctx->link->served_model
                                       : &ctx->model);
 
-    p = ngx_slprintf(p, last, ",\"upstream\":");
+    p = ngx_http_llm_sidecar_lit(p, last, ",\"upstream\":");
 
     if (ctx->link && ctx->link->upstream.len
         && ctx->fb.tier == NGX_HTTP_LLM_TIER_PRIMARY)
@@ -1481,29 +1531,41 @@ ngx_http_llm_sidecar_record(ngx_http_request_t *r)
     ttft = ctx->ttft ? ctx->ttft - ctx->start : 0;
     duration = ctx->end - ctx->start;
 
-    p = ngx_slprintf(p, last,
-                     ",\"prompt_tokens\":%L,\"cached_tokens\":%L,"
-                     "\"cache_write_tokens\":%L,\"completion_tokens\":%L,"
-                     "\"reasoning_tokens\":%L,\"usage_source\":\"%s\","
-                     "\"status\":%ui,\"ttft_ms\":%M,\"duration_ms\":%M,"
-                     "\"cache_status\":",
-                     ngx_max(u->prompt_tokens, 0),
-                     ngx_max(u->cached_tokens, 0),
-                     ngx_max(u->cache_write_tokens, 0),
-                     ngx_max(u->completion_tokens, 0),
-                     ngx_max(u->reasoning_tokens, 0),
-                     sources[ctx->usage_source],
-                     r->headers_out.status ? r->headers_out.status
-                         : (ngx_uint_t) (r->connection->error ? 499 : 0),
-                     ttft, duration);
+    p = ngx_http_llm_sidecar_lit(p, last, ",\"prompt_tokens\":");
+    p = ngx_http_llm_sidecar_int(p, last, ngx_max(u->prompt_tokens, 0));
+    p = ngx_http_llm_sidecar_lit(p, last, ",\"cached_tokens\":");
+    p = ngx_http_llm_sidecar_int(p, last, ngx_max(u->cached_tokens, 0));
+    p = ngx_http_llm_sidecar_lit(p, last, ",\"cache_write_tokens\":");
+    p = ngx_http_llm_sidecar_int(p, last, ngx_max(u->cache_write_tokens, 0));
+    p = ngx_http_llm_sidecar_lit(p, last, ",\"completion_tokens\":");
+    p = ngx_http_llm_sidecar_int(p, last, ngx_max(u->completion_tokens, 0));
+    p = ngx_http_llm_sidecar_lit(p, last, ",\"reasoning_tokens\":");
+    p = ngx_http_llm_sidecar_int(p, last, ngx_max(u->reasoning_tokens, 0));
+    p = ngx_http_llm_sidecar_lit(p, last, ",\"usage_source\":\"");
+    p = ngx_http_llm_sidecar_cpy(p, last, sources[ctx->usage_source],
+                                 ngx_strlen(sources[ctx->usage_source]));
+    p = ngx_http_llm_sidecar_lit(p, last, "\",\"status\":");
+    p = ngx_http_llm_sidecar_int(p, last,
+                                 r->headers_out.status
+                                 ? (int64_t) r->headers_out.status
+                                 : (r->connection->error ? 499 : 0));
+    p = ngx_http_llm_sidecar_lit(p, last, ",\"ttft_ms\":");
+    p = ngx_http_llm_sidecar_int(p, last, (int64_t) ttft);
+    p = ngx_http_llm_sidecar_lit(p, last, ",\"duration_ms\":");
+    p = ngx_http_llm_sidecar_int(p, last, (int64_t) duration);
+    p = ngx_http_llm_sidecar_lit(p, last, ",\"cache_status\":");
 
     p = ngx_http_llm_sidecar_json_str(p, last, &s);
 
-    p = ngx_slprintf(p, last, ",\"tier\":\"%s\"",
-                     ngx_http_llm_fallback_tier_name(ctx));
+    tier = ngx_http_llm_fallback_tier_name(ctx);
+    p = ngx_http_llm_sidecar_lit(p, last, ",\"tier\":\"");
+    p = ngx_http_llm_sidecar_cpy(p, last, tier, ngx_strlen(tier));
 
-    p = ngx_slprintf(p, last, ",\"ts\":%uL}",
-                     (uint64_t) r->start_sec * 1000 + r->start_msec);
+    p = ngx_http_llm_sidecar_lit(p, last, "\",\"ts\":");
+    p = ngx_http_llm_sidecar_int(p, last,
+                                 (int64_t) r->start_sec * 1000
+                                 + r->start_msec);
+    p = ngx_http_llm_sidecar_lit(p, last, "}");
 
     if (p == last) {
         ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,

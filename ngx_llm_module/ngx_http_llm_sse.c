@@ -741,7 +741,7 @@ static ngx_int_t
 ngx_http_llm_json_collect(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     ngx_chain_t *in)
 {
-    size_t                     len;
+    size_t                     len, size;
     ssize_t                    n;
     ngx_buf_t                 *b, *j;
     ngx_chain_t               *cl;
@@ -763,9 +763,21 @@ ngx_http_llm_json_collect(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
         } else {
             if (ctx->json == NULL) {
+                /*
+                 * sized by the answer's length when known: a small answer
+                 * then fits in the request pool instead of a 16K malloc()
+                 */
+                size = 16384;
+
+                if (r->headers_out.content_length_n > 0
+                    && r->headers_out.content_length_n < 16384)
+                {
+                    size = (size_t) r->headers_out.content_length_n;
+                }
+
                 ctx->json = ngx_create_temp_buf(r->pool,
                                                 ngx_min(llcf->response_max_size,
-                                                        16384));
+                                                        size));
                 if (ctx->json == NULL) {
                     return NGX_ERROR;
                 }

@@ -316,6 +316,12 @@ test_duration(void **state)
     check_duration(1500, "1.5s");
     check_duration(1020, "1.02s");
     check_duration(6500, "6.5s");
+    check_duration(1004, "1.004s");
+    check_duration(1010, "1.01s");
+    check_duration(1100, "1.1s");
+    check_duration(1901, "1.901s");
+    check_duration(59999, "59.999s");
+    check_duration(3600001, "1h0m0.001s");
     check_duration(60000, "1m0s");
     check_duration(360000, "6m0s");
     check_duration(3723004, "1h2m3.004s");

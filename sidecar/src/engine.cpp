@@ -297,41 +297,66 @@ RouteDecision Engine::route(const RouteRequest &req) {
   return d;
 }
 
-void Engine::ingest(std::vector<UsageRecord> records,
+void Engine::ingest(std::span<UsageRecord> records,
                     std::function<void(IngestResult)> done) {
   IngestResult res;
-  std::vector<std::string> entries;
-  entries.reserve(records.size());
+  // One buffer of journal frames for the whole batch, written as is.
+  std::string frames;
+  frames.reserve(records.size() * 256);
+  std::size_t framed = 0;
+  thread_local std::vector<IdDigest> t_digests;
+  t_digests.resize(records.size());
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    t_digests[i] = id_digest(records[i].request_id);
+  }
   {
     Lock lk(m_mu);
-    for (const UsageRecord &r : records) {
-      m_ledger.prefetch(r);
+    for (const IdDigest &d : t_digests) {
+      m_ledger.prefetch(d);
     }
-    for (UsageRecord &r : records) {
-      r.cost = cost_of(r);
-      if (m_ledger.apply(r) == Ledger::Result::duplicate) {
+    // Price and stats of the model of the previous record: a batch
+    // mostly names a few models in runs.
+    const std::string *last_model = nullptr;
+    const ModelPrice *price = nullptr;
+    ModelStats *stats = nullptr;
+    for (std::size_t i = 0; i < records.size(); ++i) {
+      UsageRecord &r = records[i];
+      const std::string &model = r.billed_model();
+      if (last_model == nullptr || *last_model != model) {
+        auto it = m_cfg->prices.find(model);
+        price = it == m_cfg->prices.end() ? nullptr : &it->second;
+        stats = &m_stats[model];
+        last_model = &model;
+      }
+      r.cost = price ? usage_cost(*price, r) : 0;
+      if (m_ledger.apply(r, t_digests[i]) == Ledger::Result::duplicate) {
         ++res.duplicates;
         continue;
       }
       ++res.accepted;
-      m_stats[r.billed_model()].observe(
-          r.status, r.ttft_ms > 0 ? r.ttft_ms : r.duration_ms);
-      entries.push_back(codec::encode_usage(r, ++m_seq));
+      stats->observe(r.status, r.ttft_ms > 0 ? r.ttft_ms : r.duration_ms);
+      const std::size_t at = Journal::begin_frame(frames);
+      codec::encode_usage(frames, r, ++m_seq);
+      Journal::end_frame(frames, at);
+      ++framed;
       if (m_redis_mode) {
         m_unpushed[budget_key(Scope::key, r.key_hash)] += r.cost;
         m_unpushed[budget_key(Scope::team, r.team)] += r.cost;
         m_pending.push_back({m_seq, std::move(r)});
+        // r's strings were moved: the stats and price of the next
+        // record are looked up again
+        last_model = nullptr;
       }
     }
     m_records_since_snapshot += res.accepted;
     // Appended under the lock: journal order is apply order. A batch of
     // duplicates still waits for the journal, so it is acknowledged
     // only once the first delivery is durable.
-    m_journal->append(std::move(entries),
-                      [res, done = std::move(done)](bool ok) mutable {
-                        res.durable = ok;
-                        done(res);
-                      });
+    m_journal->append_frames(std::move(frames), framed,
+                             [res, done = std::move(done)](bool ok) mutable {
+                               res.durable = ok;
+                               done(res);
+                             });
   }
   m_usage_accepted += res.accepted;
   m_usage_duplicates += res.duplicates;

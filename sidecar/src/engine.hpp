@@ -29,6 +29,7 @@
 #include <map>
 #include <memory>
 #include <shared_mutex>
+#include <span>
 #include <thread>
 
 namespace llm {
@@ -64,7 +65,8 @@ public:
 
   // Records must be validated. done runs once they are durable (on the
   // journal thread, or inline when nothing needs writing).
-  void ingest(std::vector<UsageRecord> records,
+  // Records are read, and moved from in redis mode.
+  void ingest(std::span<UsageRecord> records,
               std::function<void(IngestResult)> done);
   Micros cost_of(const UsageRecord &r) const;
 

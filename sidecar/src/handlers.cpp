@@ -5,6 +5,7 @@
 #include "wire.hpp"
 
 #include <algorithm>
+#include <span>
 
 namespace llm {
 
@@ -198,15 +199,21 @@ HttpResponse Handlers::route(const HttpRequest &req) {
   return json_response(200, w.take());
 }
 
+
 void Handlers::usage(const HttpRequest &req, Reply reply) {
-  std::vector<UsageRecord> records;
+  // Records of this thread's batches reuse their strings' buffers: the
+  // engine copies what it keeps (ledger cells, journal frames).
+  thread_local std::vector<UsageRecord> t_records;
+  std::size_t used = 0;
   std::vector<std::string> rejected;
-  if (auto e = parse_usage_batch(req.body, now_ms(), records, rejected)) {
+  if (auto e = parse_usage_batch_into(req.body, now_ms(), t_records, used,
+                                      rejected)) {
     reply(error(400, e->code, e->message));
     return;
   }
   m_engine.ingest(
-      std::move(records), [reply = std::move(reply),
+      std::span<UsageRecord>(t_records.data(), used),
+      [reply = std::move(reply),
                            rejected = std::move(rejected)](IngestResult res) {
         if (!res.durable) {
           reply(error(503, "ledger_unavailable",

@@ -79,75 +79,236 @@ std::optional<WireError> parse_route_request(const std::string &body,
   return std::nullopt;
 }
 
-std::optional<WireError> parse_usage_batch(const std::string &body, TimeMs now,
-                                           std::vector<UsageRecord> &records,
-                                           std::vector<std::string> &rejected) {
+namespace {
+
+// The slow, exact path of one usage record: every error with its path.
+// Returns false and sets err when the record is rejected.
+bool parse_usage_checked(simdjson::dom::element item, std::size_t i,
+                         TimeMs now, UsageRecord &r, std::string &err) {
+  json::Errors errs;
+  json::Obj o(item, "records[" + std::to_string(i) + "]", errs);
+  r.request_id = o.str("request_id", true);
+  r.key_hash = o.str("key_hash");
+  r.team = o.str("team");
+  r.model = o.str("model");
+  r.served_model = o.str("served_model");
+  r.upstream = o.str("upstream");
+  r.usage_source = o.str("usage_source", false, "upstream");
+  r.cache_status = o.str("cache_status");
+  r.prompt_tokens = o.i64("prompt_tokens");
+  r.cached_tokens = o.i64("cached_tokens");
+  r.cache_write_tokens = o.i64("cache_write_tokens");
+  r.completion_tokens = o.i64("completion_tokens");
+  r.reasoning_tokens = o.i64("reasoning_tokens");
+  r.status = static_cast<int>(o.i64("status", false, 200, 0, 999));
+  r.ttft_ms = o.i64("ttft_ms");
+  r.duration_ms = o.i64("duration_ms");
+  r.ts = now;
+  if (auto ts = o.get("ts")) {
+    std::string_view s;
+    std::int64_t ms = 0;
+    if (ts->get_string().get(s) == simdjson::SUCCESS) {
+      auto t = parse_time(s);
+      if (t) {
+        r.ts = *t;
+      } else {
+        errs.add(o.at("ts"), "must be ISO 8601 UTC or unix ms");
+      }
+    } else if (ts->get_int64().get(ms) == simdjson::SUCCESS) {
+      r.ts = ms;
+    } else {
+      errs.add(o.at("ts"), "must be ISO 8601 UTC or unix ms");
+    }
+  }
+  if (errs.ok() && r.request_id.empty()) {
+    errs.add(o.at("request_id"), "must not be empty");
+  }
+  if (errs.ok() && r.model.empty() && r.served_model.empty()) {
+    errs.add(o.at("model"), "model or served_model is required");
+  }
+  for (const std::string *s : {&r.request_id, &r.key_hash, &r.team, &r.model,
+                               &r.served_model, &r.upstream}) {
+    if (errs.ok() && (has_control(*s) || s->size() > 512)) {
+      errs.add(o.path(), "strings must be <= 512 bytes without "
+                         "control characters");
+    }
+  }
+  if (!errs.ok()) {
+    err = errs.first;
+    return false;
+  }
+  return true;
+}
+
+bool valid_usage_string(std::string_view s) {
+  if (s.size() > 512) {
+    return false;
+  }
+  for (char c : s) {
+    if (static_cast<unsigned char>(c) < 0x20) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// The fast path of one usage record: one pass over its members, strings
+// assigned into r's existing buffers (a reused record allocates nothing).
+// Returns false whenever anything is unusual (a missing or repeated
+// member, a type or range error, an invalid value): the caller then
+// takes the exact path, which names the error.
+bool parse_usage_fast(simdjson::dom::element item, TimeMs now,
+                      UsageRecord &r) {
+  simdjson::dom::object obj;
+  if (item.get_object().get(obj) != simdjson::SUCCESS) {
+    return false;
+  }
+  std::string *const strs[] = {&r.request_id,   &r.key_hash, &r.team,
+                               &r.model,        &r.served_model,
+                               &r.upstream,     &r.usage_source,
+                               &r.cache_status};
+  static constexpr std::string_view str_keys[] = {
+      "request_id",   "key_hash", "team",         "model",
+      "served_model", "upstream", "usage_source", "cache_status"};
+  std::int64_t status = 200;
+  std::int64_t *const nums[] = {&r.prompt_tokens,     &r.cached_tokens,
+                                &r.cache_write_tokens, &r.completion_tokens,
+                                &r.reasoning_tokens,  &status,
+                                &r.ttft_ms,           &r.duration_ms};
+  static constexpr std::string_view num_keys[] = {
+      "prompt_tokens",     "cached_tokens",    "cache_write_tokens",
+      "completion_tokens", "reasoning_tokens", "status",
+      "ttft_ms",           "duration_ms"};
+  for (std::string *s : strs) {
+    s->clear();
+  }
+  r.usage_source = "upstream";
+  for (std::int64_t *n : nums) {
+    *n = 0;
+  }
+  status = 200;
+  r.ts = now;
+  std::uint32_t seen = 0;
+  for (auto field : obj) {
+    const std::string_view k = field.key;
+    if (field.value.is_null()) {
+      return false; // absent for the exact path; rare
+    }
+    int idx = -1;
+    for (int j = 0; j < 8; ++j) {
+      if (k == str_keys[j]) {
+        idx = j;
+        break;
+      }
+    }
+    if (idx >= 0) {
+      std::string_view v;
+      if ((seen & (1u << idx)) ||
+          field.value.get_string().get(v) != simdjson::SUCCESS) {
+        return false;
+      }
+      seen |= 1u << idx;
+      strs[idx]->assign(v);
+      continue;
+    }
+    for (int j = 0; j < 8; ++j) {
+      if (k == num_keys[j]) {
+        idx = j;
+        break;
+      }
+    }
+    if (idx >= 0) {
+      std::int64_t v = 0;
+      if ((seen & (1u << (8 + idx))) ||
+          field.value.get_int64().get(v) != simdjson::SUCCESS || v < 0 ||
+          (idx == 5 && v > 999)) {
+        return false;
+      }
+      seen |= 1u << (8 + idx);
+      *nums[idx] = v;
+      continue;
+    }
+    if (k == "ts") {
+      if (seen & (1u << 16)) {
+        return false;
+      }
+      seen |= 1u << 16;
+      std::string_view s;
+      std::int64_t ms = 0;
+      if (field.value.get_string().get(s) == simdjson::SUCCESS) {
+        auto t = parse_time(s);
+        if (!t) {
+          return false;
+        }
+        r.ts = *t;
+      } else if (field.value.get_int64().get(ms) == simdjson::SUCCESS) {
+        r.ts = ms;
+      } else {
+        return false;
+      }
+    }
+    // other members are ignored, as by the exact path
+  }
+  r.status = static_cast<int>(status);
+  if (r.request_id.empty() || (r.model.empty() && r.served_model.empty())) {
+    return false;
+  }
+  for (int j = 0; j < 6; ++j) {
+    if (!valid_usage_string(*strs[j])) {
+      return false;
+    }
+  }
+  return true;
+}
+
+} // namespace
+
+std::optional<WireError>
+parse_usage_batch_into(const std::string &body, TimeMs now,
+                       std::vector<UsageRecord> &records, std::size_t &used,
+                       std::vector<std::string> &rejected) {
+  used = 0;
   simdjson::dom::element root;
   if (auto e = parse_json(body, root)) {
     return e;
   }
   json::Errors top_errs;
   json::Obj top(root, "", top_errs);
-  auto items = top.arr("records", true);
-  if (!top_errs.ok()) {
+  simdjson::dom::array items;
+  if (auto e = top.get("records");
+      !e || e->get_array().get(items) != simdjson::SUCCESS) {
+    top.arr("records", true); // the exact error
     return WireError{"invalid_request", top_errs.first};
   }
-  records.reserve(records.size() + items.size());
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    json::Errors errs;
-    json::Obj o(items[i], "records[" + std::to_string(i) + "]", errs);
-    UsageRecord r;
-    r.request_id = o.str("request_id", true);
-    r.key_hash = o.str("key_hash");
-    r.team = o.str("team");
-    r.model = o.str("model");
-    r.served_model = o.str("served_model");
-    r.upstream = o.str("upstream");
-    r.usage_source = o.str("usage_source", false, "upstream");
-    r.cache_status = o.str("cache_status");
-    r.prompt_tokens = o.i64("prompt_tokens");
-    r.cached_tokens = o.i64("cached_tokens");
-    r.cache_write_tokens = o.i64("cache_write_tokens");
-    r.completion_tokens = o.i64("completion_tokens");
-    r.reasoning_tokens = o.i64("reasoning_tokens");
-    r.status = static_cast<int>(o.i64("status", false, 200, 0, 999));
-    r.ttft_ms = o.i64("ttft_ms");
-    r.duration_ms = o.i64("duration_ms");
-    r.ts = now;
-    if (auto ts = o.get("ts")) {
-      std::string_view s;
-      std::int64_t ms = 0;
-      if (ts->get_string().get(s) == simdjson::SUCCESS) {
-        auto t = parse_time(s);
-        if (t) {
-          r.ts = *t;
-        } else {
-          errs.add(o.at("ts"), "must be ISO 8601 UTC or unix ms");
-        }
-      } else if (ts->get_int64().get(ms) == simdjson::SUCCESS) {
-        r.ts = ms;
-      } else {
-        errs.add(o.at("ts"), "must be ISO 8601 UTC or unix ms");
-      }
+  std::size_t i = 0;
+  for (simdjson::dom::element item : items) {
+    if (used == records.size()) {
+      records.emplace_back();
     }
-    if (errs.ok() && r.request_id.empty()) {
-      errs.add(o.at("request_id"), "must not be empty");
+    UsageRecord &r = records[used];
+    std::string err;
+    if (parse_usage_fast(item, now, r) ||
+        parse_usage_checked(item, i, now, r, err)) {
+      ++used;
+    } else {
+      rejected.push_back(std::move(err));
     }
-    if (errs.ok() && r.model.empty() && r.served_model.empty()) {
-      errs.add(o.at("model"), "model or served_model is required");
-    }
-    for (const std::string *s : {&r.request_id, &r.key_hash, &r.team, &r.model,
-                                 &r.served_model, &r.upstream}) {
-      if (errs.ok() && (has_control(*s) || s->size() > 512)) {
-        errs.add(o.path(), "strings must be <= 512 bytes without "
-                           "control characters");
-      }
-    }
-    if (!errs.ok()) {
-      rejected.push_back(errs.first);
-      continue;
-    }
-    records.push_back(std::move(r));
+    ++i;
+  }
+  return std::nullopt;
+}
+
+std::optional<WireError> parse_usage_batch(const std::string &body, TimeMs now,
+                                           std::vector<UsageRecord> &records,
+                                           std::vector<std::string> &rejected) {
+  std::vector<UsageRecord> parsed;
+  std::size_t used = 0;
+  if (auto e = parse_usage_batch_into(body, now, parsed, used, rejected)) {
+    return e;
+  }
+  records.reserve(records.size() + used);
+  for (std::size_t i = 0; i < used; ++i) {
+    records.push_back(std::move(parsed[i]));
   }
   return std::nullopt;
 }

@@ -6,6 +6,7 @@
 #include "domain/router.hpp"
 #include "domain/types.hpp"
 
+#include <cstddef>
 #include <optional>
 #include <string>
 #include <vector>
@@ -28,5 +29,15 @@ std::optional<WireError> parse_route_request(const std::string &body,
 std::optional<WireError> parse_usage_batch(const std::string &body, TimeMs now,
                                            std::vector<UsageRecord> &records,
                                            std::vector<std::string> &rejected);
+
+// The same, for the handler: records[0, used) are this batch's valid
+// records; records is reused from batch to batch (its strings keep their
+// buffers: a steady stream of batches allocates nothing per record). A
+// fast pass reads each record; anything unusual takes the exact path that
+// names the error, so the messages are those of parse_usage_batch.
+std::optional<WireError>
+parse_usage_batch_into(const std::string &body, TimeMs now,
+                       std::vector<UsageRecord> &records, std::size_t &used,
+                       std::vector<std::string> &rejected);
 
 } // namespace llm

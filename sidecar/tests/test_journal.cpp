@@ -92,6 +92,47 @@ TEST(Journal, AppendIsDurableAndReplaysInOrder) {
   EXPECT_EQ(replay(dir), (std::vector<std::string>{"a", "b", "c"}));
 }
 
+TEST(Journal, PreFramedBatchesReplayInOrderWithTheOthers) {
+  const std::string dir = temp_dir();
+  {
+    Journal j(dir);
+    j.replay([](std::string_view) {});
+    j.start();
+    std::string frames = "junk before";
+    frames.clear();
+    for (std::string_view e : {"b", "", "c\td"}) {
+      const std::size_t at = Journal::begin_frame(frames);
+      frames.append(e);
+      Journal::end_frame(frames, at);
+    }
+    EXPECT_TRUE(append_sync(j, {"a"}));
+    std::promise<bool> p1, p2;
+    j.append_frames(frames, 3, [&p1](bool ok) { p1.set_value(ok); });
+    j.append({"e"}, [&p2](bool ok) { p2.set_value(ok); });
+    EXPECT_TRUE(p1.get_future().get());
+    EXPECT_TRUE(p2.get_future().get());
+    EXPECT_EQ(j.stats().entries, 5u);
+  }
+  EXPECT_EQ(replay(dir),
+            (std::vector<std::string>{"a", "b", "", "c\td", "e"}));
+}
+
+TEST(Codec, UsageAppendsToABuffer) {
+  UsageRecord r;
+  r.request_id = "r1";
+  r.served_model = "m";
+  r.cost = 5;
+  std::string out = "prefix";
+  codec::encode_usage(out, r, 9);
+  EXPECT_EQ(out, "prefix" + codec::encode_usage(r, 9));
+  UsageRecord back;
+  std::uint64_t seq = 0;
+  ASSERT_TRUE(codec::decode_usage(std::string_view(out).substr(6), back, seq));
+  EXPECT_EQ(seq, 9u);
+  EXPECT_EQ(back.request_id, "r1");
+  EXPECT_EQ(back.cost, 5);
+}
+
 TEST(Journal, TornTailIsTruncated) {
   const std::string dir = temp_dir();
   {

@@ -118,3 +118,54 @@ TEST(Ledger, RestoreRebuildsIndexes) {
             Ledger::Result::duplicate);
   EXPECT_EQ(b.spent(Scope::team, "t1", 0, INT64_MAX), 7);
 }
+
+TEST(Ledger, RunsOfTheSameCellAddUpLikeSingleRecords) {
+  // apply() keeps the cells of the last record for the next one of the
+  // same day, key, team and model: any change of one must leave it
+  Ledger l;
+  const char *d1 = "2026-11-22T10:00:00Z";
+  const char *d2 = "2026-11-23T10:00:00Z";
+  l.apply(rec("a", "k1", "t1", "mini", d1, 1));
+  l.apply(rec("b", "k1", "t1", "mini", d1, 2));
+  l.apply(rec("c", "k1", "t1", "mini", d2, 4));  // day
+  l.apply(rec("d", "k2", "t1", "mini", d2, 8));  // key
+  l.apply(rec("e", "k2", "t2", "mini", d2, 16)); // team
+  l.apply(rec("f", "k2", "t2", "big", d2, 32));  // model
+  l.apply(rec("g", "k1", "t1", "mini", d1, 64)); // back to the first
+  l.apply(rec("g", "k1", "t1", "mini", d1, 64)); // duplicate
+  const std::int64_t day1 = day_index(*parse_time(d1));
+  const std::int64_t day2 = day_index(*parse_time(d2));
+  EXPECT_EQ(l.spent(Scope::key, "k1", day1, day1 + 1), 67);
+  EXPECT_EQ(l.spent(Scope::key, "k1", day2, day2 + 1), 4);
+  EXPECT_EQ(l.spent(Scope::key, "k2", day2, day2 + 1), 56);
+  EXPECT_EQ(l.spent(Scope::team, "t1", day1, day2 + 1), 79);
+  EXPECT_EQ(l.spent(Scope::team, "t2", day1, day2 + 1), 48);
+  EXPECT_EQ(l.total().requests, 7);
+  EXPECT_EQ(l.total().cost, 127);
+  const auto &cube = l.cube();
+  EXPECT_EQ(cube.size(), 5u);
+  EXPECT_EQ(cube.at(CubeKey{day1, "k1", "t1", "mini"}).requests, 3);
+  EXPECT_EQ(cube.at(CubeKey{day1, "k1", "t1", "mini"}).cost, 67);
+}
+
+TEST(Ledger, ACopyKeepsItsOwnCells) {
+  Ledger a;
+  const char *d = "2026-11-22T10:00:00Z";
+  a.apply(rec("a", "k1", "t1", "mini", d, 1));
+  Ledger b = a;
+  b.apply(rec("b", "k1", "t1", "mini", d, 2));
+  a.apply(rec("c", "k1", "t1", "mini", d, 4));
+  const std::int64_t day = day_index(*parse_time(d));
+  EXPECT_EQ(a.spent(Scope::key, "k1", day, day + 1), 5);
+  EXPECT_EQ(b.spent(Scope::key, "k1", day, day + 1), 3);
+  EXPECT_EQ(a.cube().at(CubeKey{day, "k1", "t1", "mini"}).requests, 2);
+  EXPECT_EQ(b.cube().at(CubeKey{day, "k1", "t1", "mini"}).requests, 2);
+}
+
+TEST(Ledger, ApplyWithTheCallersDigest) {
+  Ledger l;
+  auto r = rec("r1", "k1", "t1", "mini", "2026-11-22T10:00:00Z", 100);
+  EXPECT_EQ(l.apply(r, id_digest(r.request_id)), Ledger::Result::accepted);
+  EXPECT_EQ(l.apply(r), Ledger::Result::duplicate);
+  EXPECT_TRUE(l.seen("r1"));
+}

@@ -69,16 +69,19 @@ IdDigest id_digest_restore(std::string_view text) {
 }
 
 Ledger::Result Ledger::apply(const UsageRecord &r) {
+  return apply(r, id_digest(r.request_id));
+}
+
+Ledger::Result Ledger::apply(const UsageRecord &r, const IdDigest &d) {
   std::uint64_t p, n;
   if (IdRanges::parse(r.request_id, p, n)) {
     // digests of module ids restored from an older snapshot count until
     // they expire
-    if ((m_ids.size() > 0 && m_ids.contains(id_digest(r.request_id))) ||
+    if ((m_ids.size() > 0 && m_ids.contains(d)) ||
         !m_ranges.insert(p, n, r.ts)) {
       return Result::duplicate;
     }
   } else {
-    const IdDigest d = id_digest(r.request_id);
     if (!m_ids.insert(d)) {
       return Result::duplicate;
     }
@@ -86,15 +89,32 @@ Ledger::Result Ledger::apply(const UsageRecord &r) {
   }
   Totals t;
   t.add(r);
-  add_cell(CubeKey{day_index(r.ts), r.key_hash, r.team, r.billed_model()}, t);
+  const std::int64_t day = day_index(r.ts);
+  const LastCell &l = m_last;
+  if (l.key != nullptr && l.key->day == day && l.key->key == r.key_hash &&
+      l.key->team == r.team && l.key->model == r.billed_model()) {
+    l.cell->add(t);
+    *l.key_day += t.cost;
+    *l.team_day += t.cost;
+    m_total.add(t);
+    return Result::accepted;
+  }
+  add_cell(CubeKey{day, r.key_hash, r.team, r.billed_model()}, t);
   return Result::accepted;
 }
 
 void Ledger::add_cell(const CubeKey &k, const Totals &t) {
-  m_cube[k].add(t);
-  m_key_days[k.key][k.day] += t.cost;
-  m_team_days[k.team][k.day] += t.cost;
+  auto cell = m_cube.try_emplace(k).first;
+  cell->second.add(t);
+  Micros &key_day = m_key_days[k.key][k.day];
+  Micros &team_day = m_team_days[k.team][k.day];
+  key_day += t.cost;
+  team_day += t.cost;
   m_total.add(t);
+  m_last.key = &cell->first;
+  m_last.cell = &cell->second;
+  m_last.key_day = &key_day;
+  m_last.team_day = &team_day;
 }
 
 void Ledger::restore_cell(const CubeKey &k, const Totals &t) { add_cell(k, t); }

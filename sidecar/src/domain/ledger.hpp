@@ -71,6 +71,8 @@ public:
   // The record's cost must already be set. Duplicates (same request_id
   // within the dedup window) change nothing.
   Result apply(const UsageRecord &r);
+  // The same with d = id_digest(r.request_id) computed by the caller.
+  Result apply(const UsageRecord &r, const IdDigest &d);
   // A hint before apply()ing a batch: loads the dedup slots of its ids.
   void prefetch(const UsageRecord &r) const {
     std::uint64_t p, n;
@@ -78,6 +80,7 @@ public:
       m_ids.prefetch(id_digest(r.request_id));
     }
   }
+  void prefetch(const IdDigest &d) const { m_ids.prefetch(d); }
   bool seen(const std::string &request_id) const;
   // Forget request ids whose record is older than `before`.
   void expire_ids(TimeMs before);
@@ -104,6 +107,26 @@ public:
 
 private:
   void add_cell(const CubeKey &k, const Totals &t);
+
+  // The cells the last applied record went to: records of a batch come
+  // in runs of the same day, key, team and model, which then skip the
+  // three hash lookups and the copy of the key. Nodes of the maps are
+  // never erased, so the pointers stay valid.
+  struct LastCell {
+    const CubeKey *key = nullptr;
+    Totals *cell = nullptr;
+    Micros *key_day = nullptr;
+    Micros *team_day = nullptr;
+
+    LastCell() = default;
+    // a copy of a ledger has its own nodes: it starts without
+    LastCell(const LastCell &) {}
+    LastCell &operator=(const LastCell &) {
+      key = nullptr;
+      return *this;
+    }
+  };
+  LastCell m_last;
 
   Cube m_cube;
   std::unordered_map<std::string, std::map<std::int64_t, Micros>> m_key_days;

@@ -8,6 +8,15 @@ namespace {
 
 void put(std::string &out, std::string_view s) {
   out.push_back('\t');
+  // not string_view::find_first_of(): one memchr() per character
+  bool plain = true;
+  for (char c : s) {
+    plain &= c != '\\' && c != '\t' && c != '\n';
+  }
+  if (plain) {
+    out.append(s);
+    return;
+  }
   for (char c : s) {
     switch (c) {
     case '\\':
@@ -66,8 +75,14 @@ std::string unescape(std::string_view s) {
 }
 
 std::string encode_usage(const UsageRecord &r, std::uint64_t seq) {
-  std::string out(1, k_usage);
+  std::string out;
   out.reserve(256);
+  encode_usage(out, r, seq);
+  return out;
+}
+
+void encode_usage(std::string &out, const UsageRecord &r, std::uint64_t seq) {
+  out.push_back(k_usage);
   put(out, static_cast<std::int64_t>(seq));
   for (const std::string *s :
        {&r.request_id, &r.key_hash, &r.team, &r.model, &r.served_model,
@@ -80,7 +95,6 @@ std::string encode_usage(const UsageRecord &r, std::uint64_t seq) {
                          r.duration_ms, r.ts, r.cost}) {
     put(out, v);
   }
-  return out;
 }
 
 bool decode_usage(std::string_view entry, UsageRecord &r, std::uint64_t &seq) {

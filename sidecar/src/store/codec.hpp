@@ -27,6 +27,8 @@ std::vector<std::string_view> split(std::string_view s);
 std::string unescape(std::string_view s);
 
 std::string encode_usage(const UsageRecord &r, std::uint64_t seq);
+// The same entry appended to out.
+void encode_usage(std::string &out, const UsageRecord &r, std::uint64_t seq);
 bool decode_usage(std::string_view entry, UsageRecord &r, std::uint64_t &seq);
 
 std::string encode_budget(const Budget &b);

@@ -226,13 +226,51 @@ void Journal::append(std::vector<std::string> entries, Done done) {
     std::lock_guard lk(m_mu);
     if (!m_stop && !m_failed) {
       m_queued_entries += entries.size();
-      m_queue.push_back(Item{std::move(entries), std::move(done)});
+      Item it;
+      it.entries = std::move(entries);
+      it.done = std::move(done);
+      m_queue.push_back(std::move(it));
       m_cv.notify_one();
       return;
     }
   }
   if (done) {
     done(false);
+  }
+}
+
+void Journal::append_frames(std::string frames, std::size_t count,
+                            Done done) {
+  {
+    std::lock_guard lk(m_mu);
+    if (!m_stop && !m_failed) {
+      m_queued_entries += count;
+      Item it;
+      it.frames = std::move(frames);
+      it.framed = count;
+      it.done = std::move(done);
+      m_queue.push_back(std::move(it));
+      m_cv.notify_one();
+      return;
+    }
+  }
+  if (done) {
+    done(false);
+  }
+}
+
+std::size_t Journal::begin_frame(std::string &out) {
+  const std::size_t at = out.size();
+  out.append(8, '\0');
+  return at;
+}
+
+void Journal::end_frame(std::string &out, std::size_t at) {
+  const std::size_t len = out.size() - at - 8;
+  const std::uint32_t crc = crc32c(out.data() + at + 8, len);
+  for (int i = 0; i < 4; ++i) {
+    out[at + i] = static_cast<char>((len >> (8 * i)) & 0xff);
+    out[at + 4 + i] = static_cast<char>((crc >> (8 * i)) & 0xff);
   }
 }
 
@@ -322,7 +360,12 @@ void Journal::run() {
       for (const std::string &e : it.entries) {
         frame(buf, e);
       }
-      m_entries += it.entries.size();
+      if (buf.empty() && !it.frames.empty()) {
+        buf.swap(it.frames); // no copy for the first pre-framed batch
+      } else {
+        buf.append(it.frames);
+      }
+      m_entries += it.entries.size() + it.framed;
     }
     flush(batch.size());
     batch.clear();

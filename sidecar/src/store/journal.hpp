@@ -53,6 +53,15 @@ public:
   void stop();
 
   void append(std::vector<std::string> entries, Done done);
+  // The same for count entries already framed into one buffer (with
+  // begin_frame() + the payload + end_frame()), written as is.
+  void append_frames(std::string frames, std::size_t count, Done done);
+
+  // Framing in place: begin_frame() reserves the header of a frame at
+  // the end of out and returns its offset; append the payload to out,
+  // then end_frame() fills in its length and CRC.
+  static std::size_t begin_frame(std::string &out);
+  static void end_frame(std::string &out, std::size_t at);
   // Completes once everything appended before it is durable.
   void barrier(Done done) { append({}, std::move(done)); }
 
@@ -73,6 +82,8 @@ private:
   struct Item {
     std::vector<std::string> entries;
     Done done;
+    std::string frames; // pre-framed entries
+    std::size_t framed = 0;
     bool rotate = false;
     std::uint64_t gen = 0;
   };

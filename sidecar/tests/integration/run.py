@@ -345,6 +345,34 @@ def test_api(tmp):
                                input=metrics, capture_output=True,
                                text=True)
             check(p.returncode == 0, "promtool: " + p.stdout + p.stderr)
+        # The one-pass record parser reuses its records' strings from
+        # batch to batch, and hands anything unusual (null, a float, a
+        # repeated member, a range error) to the exact path.
+        long_team = "team-with-a-name-longer-than-sso-0123456789"
+        r = sc.json("POST", "/v1/usage", {"records": [
+            record(200, team=long_team, key="k-long-key-hash-0123456789")]})
+        check(r["accepted"] == 1, r)
+        r = sc.json("POST", "/v1/usage", {"records": [
+            record(201, team="s", key="k"),
+            dict(record(202, team="s", key="k"), cache_status=None,
+                 prompt_tokens=1000.0),
+            dict(record(203, team="s", key="k"), status=1000)]})
+        check(r["accepted"] == 2 and r["rejected"] == 1 and
+              "records[2].status" in r["errors"][0], r)
+        code, text = sc.curl("POST", "/v1/usage",
+                             '{"records":[{"request_id":"r204","model":"m",'
+                             '"team":"s","team":"x"}]}')
+        check(code == 200 and '"accepted":1' in text, text)
+        s = sc.spend("?group_by=team")
+        teams = {row["team"]: row for row in s["rows"]}
+        check(teams[long_team]["requests"] == 1 and
+              teams["s"]["requests"] == 3 and "x" not in teams and
+              teams["s"]["prompt_tokens"] == 2000, s)
+        s = sc.spend("?group_by=key")
+        keys = {row["key"]: row for row in s["rows"]}
+        check(keys["k-long-key-hash-0123456789"]["requests"] == 1 and
+              keys["k"]["requests"] == 2, s)
+
         code, _ = sc.get("/nowhere")
         check(code == 404, "404 expected")
         code, _ = sc.curl("DELETE", "/v1/route")
