@@ -3056,9 +3056,6 @@ ngx_http_llm_cache_header_filter(ngx_http_request_t *r)
 {
     off_t                       size;
     ngx_str_t                   v;
-    ngx_uint_t                  i;
-    ngx_list_part_t            *part;
-    ngx_table_elt_t            *h;
     ngx_http_llm_ctx_t         *ctx;
     ngx_http_llm_cache_ctx_t   *c;
     ngx_http_llm_loc_conf_t    *llcf;
@@ -3094,23 +3091,7 @@ ngx_http_llm_cache_header_filter(ngx_http_request_t *r)
             return NGX_ERROR;
         }
 
-        part = &r->headers_out.headers.part;
-        h = part->elts;
-
-        for (i = 0; /* void */; i++) {
-
-            if (i >= part->nelts) {
-                if (part->next == NULL) {
-                    break;
-                }
-
-                part = part->next;
-                h = part->elts;
-                i = 0;
-            }
-
-            h[i].hash = 0;
-        }
+        ngx_http_llm_clear_headers(r);
 
         c->status = NGX_HTTP_LLM_CACHE_STALE;
         c->serving = 1;

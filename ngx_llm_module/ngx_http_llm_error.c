@@ -22,8 +22,6 @@
 static ngx_buf_t *ngx_http_llm_error_vbuf(ngx_http_request_t *r,
     ngx_uint_t api, ngx_uint_t status, const char *type, const char *code,
     const char *param, const char *fmt, va_list args);
-static u_char *ngx_http_llm_json_string(u_char *p, u_char *last,
-    const u_char *s, size_t len);
 static const char *ngx_http_llm_anthropic_type(ngx_uint_t status,
     const char *type);
 
@@ -223,7 +221,41 @@ ngx_http_llm_anthropic_type(ngx_uint_t status, const char *type)
 }
 
 
-static u_char *
+/* drops every response header set so far (an upstream's, nginx's page's) */
+
+void
+ngx_http_llm_clear_headers(ngx_http_request_t *r)
+{
+    ngx_uint_t        i;
+    ngx_list_part_t  *part;
+    ngx_table_elt_t  *h;
+
+    part = &r->headers_out.headers.part;
+    h = part->elts;
+
+    for (i = 0; /* void */; i++) {
+
+        if (i >= part->nelts) {
+            if (part->next == NULL) {
+                break;
+            }
+
+            part = part->next;
+            h = part->elts;
+            i = 0;
+        }
+
+        h[i].hash = 0;
+    }
+}
+
+
+/*
+ * Writes s as a quoted JSON string into p, up to last (stops 8 bytes
+ * before it: the longest escape is 6); returns the end.
+ */
+
+u_char *
 ngx_http_llm_json_string(u_char *p, u_char *last, const u_char *s,
     size_t len)
 {

@@ -52,10 +52,7 @@ static ngx_int_t ngx_http_llm_fallback_template(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_fallback_conf_t *fc);
 static ngx_int_t ngx_http_llm_fallback_set_header(ngx_http_request_t *r,
     ngx_uint_t tier);
-static u_char *ngx_http_llm_fallback_escape(u_char *dst, u_char *src,
-    size_t len);
-static ngx_int_t ngx_http_llm_tier_variable(ngx_http_request_t *r,
-    ngx_http_variable_value_t *v, uintptr_t data);
+static ngx_uint_t ngx_http_llm_fallback_tier(ngx_http_llm_ctx_t *ctx);
 
 
 static ngx_str_t  ngx_http_llm_tiers[] = {
@@ -268,13 +265,18 @@ ngx_http_llm_fallback_template_directive(ngx_conf_t *cf, ngx_command_t *cmd,
 
     /* escaped once, here, for every answer */
 
-    p = ngx_pnalloc(cf->pool, text.len * 6);
+    size = text.len * 6 + 10;   /* \u00XX each, the quotes, the margin */
+
+    p = ngx_pnalloc(cf->pool, size);
     if (p == NULL) {
         return NGX_CONF_ERROR;
     }
 
-    fc->text.data = p;
-    fc->text.len = ngx_http_llm_fallback_escape(p, text.data, text.len) - p;
+    /* the body of the JSON string, without its quotes */
+
+    fc->text.data = p + 1;
+    fc->text.len = ngx_http_llm_json_string(p, p + size, text.data, text.len)
+                   - p - 2;
     fc->status = status;
     fc->template_set = 1;
 
@@ -799,15 +801,12 @@ static ngx_int_t
 ngx_http_llm_fallback_template(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_http_llm_fallback_conf_t *fc)
 {
-    u_char           *p;
-    size_t            size;
-    time_t            now;
-    ngx_buf_t        *b;
-    ngx_uint_t        i;
-    ngx_chain_t      *cl;
-    ngx_list_part_t  *part;
-    ngx_table_elt_t  *h;
-    ngx_str_t        *m, *t;
+    u_char       *p;
+    size_t        size;
+    time_t        now;
+    ngx_buf_t    *b;
+    ngx_str_t    *m, *t;
+    ngx_chain_t  *cl;
 
     m = &ctx->model;
     t = &fc->text;
@@ -927,10 +926,6 @@ ngx_http_llm_fallback_template(ngx_http_request_t *r,
     /* not an answer to keep under the request's key */
     ngx_http_llm_cache_fallback_hop(ctx);
 
-    if (ngx_http_llm_retry_hop(r) != NGX_OK) {
-        return NGX_HTTP_INTERNAL_SERVER_ERROR;
-    }
-
     /* nothing was generated: no usage, no content */
 
     ctx->done = 1;
@@ -939,23 +934,7 @@ ngx_http_llm_fallback_template(ngx_http_request_t *r,
 
     /* nginx's page headers go: the answer's own */
 
-    part = &r->headers_out.headers.part;
-    h = part->elts;
-
-    for (i = 0; /* void */; i++) {
-
-        if (i >= part->nelts) {
-            if (part->next == NULL) {
-                break;
-            }
-
-            part = part->next;
-            h = part->elts;
-            i = 0;
-        }
-
-        h[i].hash = 0;
-    }
+    ngx_http_llm_clear_headers(r);
 
     r->headers_out.status = fc->status;
     r->headers_out.status_line.len = 0;
@@ -1008,88 +987,29 @@ ngx_http_llm_fallback_set_header(ngx_http_request_t *r, ngx_uint_t tier)
 
 /* the JSON string content of src: dst has room for 6 bytes a byte */
 
-static u_char *
-ngx_http_llm_fallback_escape(u_char *dst, u_char *src, size_t len)
-{
-    u_char   c;
-    size_t   i;
-
-    static u_char  hex[] = "0123456789abcdef";
-
-    for (i = 0; i < len; i++) {
-        c = src[i];
-
-        switch (c) {
-        case '"':
-        case '\\':
-            *dst++ = '\\';
-            *dst++ = c;
-            break;
-        case '\n':
-            *dst++ = '\\';
-            *dst++ = 'n';
-            break;
-        case '\r':
-            *dst++ = '\\';
-            *dst++ = 'r';
-            break;
-        case '\t':
-            *dst++ = '\\';
-            *dst++ = 't';
-            break;
-        default:
-            if (c < 0x20 || c == 0x7f) {
-                *dst++ = '\\';
-                *dst++ = 'u';
-                *dst++ = '0';
-                *dst++ = '0';
-                *dst++ = hex[c >> 4];
-                *dst++ = hex[c & 0xf];
-
-            } else {
-                *dst++ = c;
-            }
-        }
-    }
-
-    return dst;
-}
 
 
 const char *
 ngx_http_llm_fallback_tier_name(ngx_http_llm_ctx_t *ctx)
 {
-    ngx_uint_t  tier;
+    return (const char *)
+           ngx_http_llm_tiers[ngx_http_llm_fallback_tier(ctx)].data;
+}
 
-    tier = (ctx->cache_hit && ctx->fb.tier == NGX_HTTP_LLM_TIER_PRIMARY)
+
+/* a cache hit of the primary location is the cache tier */
+
+static ngx_uint_t
+ngx_http_llm_fallback_tier(ngx_http_llm_ctx_t *ctx)
+{
+    return (ctx->cache_hit && ctx->fb.tier == NGX_HTTP_LLM_TIER_PRIMARY)
            ? NGX_HTTP_LLM_TIER_CACHE : ctx->fb.tier;
-
-    return (const char *) ngx_http_llm_tiers[tier].data;
 }
 
 
 /* $llm_tier */
 
-
 ngx_int_t
-ngx_http_llm_fallback_add_variables(ngx_conf_t *cf)
-{
-    ngx_http_variable_t  *var;
-
-    static ngx_str_t  name = ngx_string("llm_tier");
-
-    var = ngx_http_add_variable(cf, &name, NGX_HTTP_VAR_NOCACHEABLE);
-    if (var == NULL) {
-        return NGX_ERROR;
-    }
-
-    var->get_handler = ngx_http_llm_tier_variable;
-
-    return NGX_OK;
-}
-
-
-static ngx_int_t
 ngx_http_llm_tier_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data)
 {
@@ -1103,8 +1023,7 @@ ngx_http_llm_tier_variable(ngx_http_request_t *r,
         return NGX_OK;
     }
 
-    tier = (ctx->cache_hit && ctx->fb.tier == NGX_HTTP_LLM_TIER_PRIMARY)
-           ? NGX_HTTP_LLM_TIER_CACHE : ctx->fb.tier;
+    tier = ngx_http_llm_fallback_tier(ctx);
 
     v->data = ngx_http_llm_tiers[tier].data;
     v->len = ngx_http_llm_tiers[tier].len;

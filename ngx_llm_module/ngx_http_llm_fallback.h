@@ -70,7 +70,9 @@ char *ngx_http_llm_fallback_merge_conf(ngx_conf_t *cf,
 /* postconfiguration: named locations resolved, loops rejected */
 ngx_int_t ngx_http_llm_fallback_init(ngx_conf_t *cf);
 
-ngx_int_t ngx_http_llm_fallback_add_variables(ngx_conf_t *cf);
+/* $llm_tier */
+ngx_int_t ngx_http_llm_tier_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
 
 
 #endif /* _NGX_HTTP_LLM_FALLBACK_H_INCLUDED_ */

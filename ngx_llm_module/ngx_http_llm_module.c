@@ -351,10 +351,6 @@ ngx_http_llm_preconfiguration(ngx_conf_t *cf)
         return NGX_ERROR;
     }
 
-    if (ngx_http_llm_fallback_add_variables(cf) != NGX_OK) {
-        return NGX_ERROR;
-    }
-
     return ngx_http_llm_add_variables(cf);
 }
 

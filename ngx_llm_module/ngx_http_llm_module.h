@@ -203,6 +203,9 @@ ngx_buf_t *ngx_http_llm_error_body(ngx_http_request_t *r, ngx_uint_t api,
     const char *param, const char *fmt, ...);
 void ngx_http_llm_error_headers(ngx_http_request_t *r, ngx_buf_t *b);
 const char *ngx_http_llm_api_name(ngx_uint_t api);
+void ngx_http_llm_clear_headers(ngx_http_request_t *r);
+u_char *ngx_http_llm_json_string(u_char *p, u_char *last, const u_char *s,
+    size_t len);
 
 
 #endif /* _NGX_HTTP_LLM_MODULE_H_INCLUDED_ */

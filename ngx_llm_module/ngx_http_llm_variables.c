@@ -128,6 +128,9 @@ static ngx_http_variable_t  ngx_http_llm_vars[] = {
     { ngx_string("llm_retries"), NULL, ngx_http_llm_retry_variable,
       0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("llm_tier"), NULL, ngx_http_llm_tier_variable,
+      0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
     /* cacheable: one id per request, whoever reads it first */
     { ngx_string("llm_request_id"), NULL, ngx_http_llm_var_request_id, 0,
       0, 0 },

@@ -222,40 +222,34 @@ void Journal::stop() {
 }
 
 void Journal::append(std::vector<std::string> entries, Done done) {
-  {
-    std::lock_guard lk(m_mu);
-    if (!m_stop && !m_failed) {
-      m_queued_entries += entries.size();
-      Item it;
-      it.entries = std::move(entries);
-      it.done = std::move(done);
-      m_queue.push_back(std::move(it));
-      m_cv.notify_one();
-      return;
-    }
-  }
-  if (done) {
-    done(false);
-  }
+  Item it;
+  const std::size_t count = entries.size();
+  it.entries = std::move(entries);
+  it.done = std::move(done);
+  enqueue(std::move(it), count);
 }
 
 void Journal::append_frames(std::string frames, std::size_t count,
                             Done done) {
+  Item it;
+  it.frames = std::move(frames);
+  it.framed = count;
+  it.done = std::move(done);
+  enqueue(std::move(it), count);
+}
+
+void Journal::enqueue(Item it, std::size_t count) {
   {
     std::lock_guard lk(m_mu);
     if (!m_stop && !m_failed) {
       m_queued_entries += count;
-      Item it;
-      it.frames = std::move(frames);
-      it.framed = count;
-      it.done = std::move(done);
       m_queue.push_back(std::move(it));
       m_cv.notify_one();
       return;
     }
   }
-  if (done) {
-    done(false);
+  if (it.done) {
+    it.done(false);
   }
 }
 

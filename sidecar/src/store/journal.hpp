@@ -88,6 +88,9 @@ private:
     std::uint64_t gen = 0;
   };
 
+  // queues an item of count entries for the writer, or fails its done at
+  // once when the journal is stopped or failed
+  void enqueue(Item it, std::size_t count);
   void run();
   bool open_current(std::uint64_t gen, std::string &err);
   std::string journal_path(std::uint64_t gen) const;
