@@ -17,21 +17,8 @@ no_shuffle();
 my $repo = "$FindBin::Bin/..";
 my $promtool = "promtool";
 
-# promtool on every metrics answer (both runners call this hook)
-add_response_body_check(sub {
-    my ($block, $body, $idx, $rep, $dry_run) = @_;
-
-    return if $dry_run || !defined $body
-              || $body !~ /^# HELP llm_requests_total /;
-
-    my ($fh, $file) = tempfile(UNLINK => 1);
-    print $fh $body;
-    close $fh;
-
-    my $out = `$promtool check metrics < $file 2>&1`;
-    Test::More::is($? >> 8, 0, $block->name . " - promtool check metrics")
-        or Test::More::diag($out);
-});
+# promtool on every metrics answer
+LLM::promtool_metrics();
 
 # "--- hup_after: N": once the response to request N has been read, nginx
 # reloads (such a block runs with a master process: HUP starts new

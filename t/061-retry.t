@@ -175,20 +175,7 @@ add_block_preprocessor(sub {
 });
 
 # promtool on every metrics answer
-add_response_body_check(sub {
-    my ($block, $body, $idx, $rep, $dry_run) = @_;
-
-    return if $dry_run || !defined $body
-              || $body !~ /^# HELP llm_requests_total /;
-
-    my ($fh, $file) = File::Temp::tempfile(UNLINK => 1);
-    print $fh $body;
-    close $fh;
-
-    my $out = `promtool check metrics < $file 2>&1`;
-    Test::More::is($? >> 8, 0, $block->name . " - promtool check metrics")
-        or Test::More::diag($out);
-});
+LLM::promtool_metrics();
 
 run_tests();
 

@@ -18,6 +18,7 @@ use strict;
 use warnings;
 use Cwd qw(abs_path);
 use File::Basename qw(dirname);
+use File::Temp ();
 use IO::Socket::INET;
 use POSIX ();
 use Time::HiRes qw(sleep);
@@ -82,6 +83,26 @@ sub start_mock {
     }
 
     die "LLM.pm: mock LLM server did not listen on 127.0.0.1:$port\n";
+}
+
+# promtool_metrics(): `promtool check metrics` on every answer of the file
+# that is a metrics page (call it after `use Test::Nginx::Socket`; both
+# runners call response body checks); one more test per such answer
+sub promtool_metrics {
+    Test::Nginx::Socket::add_response_body_check(sub {
+        my ($block, $body, $idx, $rep, $dry_run) = @_;
+
+        return if $dry_run || !defined $body
+                  || $body !~ /^# HELP llm_requests_total /;
+
+        my ($fh, $file) = File::Temp::tempfile(UNLINK => 1);
+        print $fh $body;
+        close $fh;
+
+        my $out = `promtool check metrics < $file 2>&1`;
+        Test::More::is($? >> 8, 0, $block->name . " - promtool check metrics")
+            or Test::More::diag($out);
+    });
 }
 
 start_mock();
