@@ -75,6 +75,9 @@ const char  *ngx_http_llm_retry_reasons[] = {
     "error_event", "eof", "first_token_timeout", "status", "error"
 };
 
+/* the peer a log line names when the try's state has none */
+static ngx_str_t  ngx_http_llm_retry_unknown = ngx_string("the upstream");
+
 
 /* configuration */
 
@@ -651,8 +654,6 @@ ngx_http_llm_retry_reinit_request(ngx_http_request_t *r)
     ngx_http_llm_retry_t       *rs;
     ngx_http_upstream_state_t  *prev;
 
-    static ngx_str_t  unknown = ngx_string("the upstream");
-
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
     rs = ctx->retry;
     u = r->upstream;
@@ -673,7 +674,7 @@ ngx_http_llm_retry_reinit_request(ngx_http_request_t *r)
     rs->reasons[why]++;
 
     tries = ngx_http_llm_retry_tries(r, rs);
-    peer = (prev && prev->peer) ? prev->peer : &unknown;
+    peer = (prev && prev->peer) ? prev->peer : &ngx_http_llm_retry_unknown;
 
     ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                   "llm retry: %s from %V, trying next (try %ui of %ui)",
@@ -699,8 +700,6 @@ ngx_http_llm_retry_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
     ngx_http_llm_ctx_t         *ctx;
     ngx_http_llm_retry_t       *rs;
     ngx_http_upstream_state_t  *state;
-
-    static ngx_str_t  unknown = ngx_string("the upstream");
 
     ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
     rs = ctx->retry;
@@ -733,7 +732,8 @@ ngx_http_llm_retry_finalize_request(ngx_http_request_t *r, ngx_int_t rc)
         {
             state = ngx_http_llm_retry_state(r, rs, 1);
             why = ngx_http_llm_retry_why(rs, state);
-            peer = (state && state->peer) ? state->peer : &unknown;
+            peer = (state && state->peer) ? state->peer
+                                         : &ngx_http_llm_retry_unknown;
 
             ngx_log_error(NGX_LOG_WARN, r->connection->log, 0,
                           "llm retry: %s from %V, giving up after %ui %s",
