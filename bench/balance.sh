@@ -147,7 +147,8 @@ run_one() {
     fi
     reset_replicas
     "$loadgen" "${targets[@]}" --trace "$dir/traces/$trace" --rate "$rate" \
-        --seed "$seed" --slo-ms "$slo_ms" --timeout-ms 10000 --quiet \
+        --seed "$seed" --slo-ms "$slo_ms" --timeout-ms 10000 --replicas 4 \
+        --quiet \
         | grep '^RESULT' | sed 's/^RESULT //'
 }
 
@@ -157,12 +158,13 @@ field() {   # field FILE NAME
 
 row() {     # row METHOD FILE
     local f=$2
-    printf '  %-12s %5s %5s %7s %8s %8s %8s %6s %6s %7s  %s\n' "$1" \
+    printf '  %-12s %5s %5s %7s %8s %8s %8s %6s %6s %7s %7s  %s\n' "$1" \
         "$(field "$f" requests)" "$(field "$f" errors)" \
         "$(field "$f" hit_rate)" "$(field "$f" ttft_p50_ms)" \
         "$(field "$f" ttft_p90_ms)" "$(field "$f" goodput)" \
         "$(field "$f" max_inflight)" "$(field "$f" mean_inflight)" \
         "$(field "$f" placed_over)/$(field "$f" placed_excess)" \
+        "$(field "$f" replica_over)/$(field "$f" replica_excess)" \
         "$(field "$f" instances)"
 }
 
@@ -185,7 +187,11 @@ echo "bench-balance: 4 mock replicas (prefill $prefill_us us per uncached" \
      "requests a trace; goodput = req/s without error and TTFT <= $slo ms" \
      "($slo_cold ms on nosharing); in flight per replica from the client;" \
      "over/ex: arrivals placed on a replica holding more than" \
-     "ceil(1.25 x mean in flight per replica then) + 1, largest excess"
+     "ceil(1.25 x mean in flight per replica then) + 1, largest excess," \
+     "counted by the client (arrival to last byte); rep/ex: the same at" \
+     "the replica, own > ceil(1.25 x total / 4) + 1 from the mock's" \
+     "x-mock-inflight own/total at each arrival (request read to last" \
+     "byte queued)"
 
 for scenario in $scenarios; do
     trace=$scenario slo_ms=$slo mock=normal
@@ -204,8 +210,9 @@ for scenario in $scenarios; do
                    "(proxy_next_upstream http_429; the oracle has no failover):" ;;
         *)    echo "trace $scenario:" ;;
     esac
-    printf '  %-12s %5s %5s %7s %8s %8s %8s %6s %6s %7s  %s\n' method reqs \
-        errs hitrate p50_ms p90_ms goodput maxinf meaninf over/ex \
+    printf '  %-12s %5s %5s %7s %8s %8s %8s %6s %6s %7s %7s  %s\n' method \
+        reqs errs hitrate p50_ms p90_ms goodput maxinf meaninf over/ex \
+        rep/ex \
         "requests per replica"
     for m in $methods; do
         run_one "$trace" "$m" "$slo_ms" > "$dir/results/$scenario.$m"
@@ -253,8 +260,12 @@ for m in $methods; do
             "$mx <= $lim" "ceil(1.25 x $mean) + 1:" \
             "$( [ "$mx" -le "$lim" ] && echo 1 || echo 0)"
         o=$(val zipf "$m" placed_over) x=$(val zipf "$m" placed_excess)
-        goal "$m: zipf placements above the bound (least_conn: $(val zipf least_conn placed_over))" \
+        goal "$m: zipf placements above the bound, client (least_conn: $(val zipf least_conn placed_over))" \
             "$o (excess $x)" "ceil(1.25 x mean now) + 1, 0:" \
+            "$( [ "$o" = 0 ] && echo 1 || echo 0)"
+        o=$(val zipf "$m" replica_over) x=$(val zipf "$m" replica_excess)
+        goal "$m: zipf arrivals above the bound at the replica (least_conn: $(val zipf least_conn replica_over))" \
+            "$o (excess $x)" "ceil(1.25 x total / 4) + 1, 0:" \
             "$( [ "$o" = 0 ] && echo 1 || echo 0)"
     fi
 done

@@ -84,6 +84,8 @@ typedef struct {
     uint32_t     prompt;
     uint32_t     cached;
     int16_t      status;
+    int16_t      own;           /* x-mock-inflight: the replica's count */
+    int16_t      all;           /* and its instances' total, -1: none */
     int8_t       instance;      /* index in lg_instances, -1: unknown */
     uint8_t      outcome;
     uint8_t      done;
@@ -142,6 +144,7 @@ static struct {
     uint64_t             seed;
     double               slo;
     double               bound;
+    int                  replicas;      /* for the replica bound, 0: seen */
     double               timeout;
     int                  keepalive;
     int                  max_inflight;
@@ -239,6 +242,8 @@ lg_usage(FILE *f)
 "  --bound X            load bound factor: placements counted above\n"
 "                       ceil(X x mean in flight per replica) + 1\n"
 "                       (default 1.25)\n"
+"  --replicas N         replicas behind x-mock-inflight's total (default:\n"
+"                       the instances that answered)\n"
 "  --timeout-ms N       whole-request timeout (default 30000)\n"
 "  --keepalive N        idle connections kept per target (default 64;\n"
 "                       0: one connection per request, Connection: close)\n"
@@ -256,7 +261,11 @@ lg_usage(FILE *f)
 "in flight (from each request's arrival to its end, client side);\n"
 "placed_over / placed_excess: arrivals at which the replica that answered\n"
 "held more than ceil(bound x mean in flight per replica at that instant)\n"
-"+ 1 requests (the arrival counted), and the largest overshoot.\n",
+"+ 1 requests (the arrival counted), and the largest overshoot;\n"
+"replica_over / replica_excess: the same at the replica, from the\n"
+"x-mock-inflight: OWN/TOTAL its mock reports at the request's arrival\n"
+"there (request read to last byte queued): OWN > ceil(bound x TOTAL /\n"
+"replicas) + 1; replica_seen: answers that carried the header.\n",
         f);
 }
 
@@ -740,6 +749,8 @@ lg_dispatch(long req)
     r->start = lg_lines[req].at;
     r->first = -1;
     r->instance = -1;
+    r->own = 0;
+    r->all = -1;
     r->status = 0;
 
     if (lg_inflight >= lg_conf.max_inflight) {
@@ -1082,6 +1093,16 @@ lg_head(lg_conn_t *c)
 
         } else if (strcasecmp(p, "x-mock-instance") == 0) {
             r->instance = (int8_t) lg_instance(v, strlen(v));
+
+        } else if (strcasecmp(p, "x-mock-inflight") == 0) {
+            int  own, all;
+
+            if (sscanf(v, "%d/%d", &own, &all) == 2 && own > 0
+                && all >= own && all < 32768)
+            {
+                r->own = (int16_t) own;
+                r->all = (int16_t) all;
+            }
         }
     }
 
@@ -1301,7 +1322,8 @@ lg_report(long n, double elapsed)
     lg_edge_t    *edges;
     int           k, cur, max, max_all, over_max, bound;
     int           now[LG_MAX_INSTANCES + 1], total;
-    long          over;
+    long          over, rover, rseen;
+    int           rmax, nrep;
     char          counts[4096];
     size_t        cl;
 
@@ -1471,22 +1493,52 @@ lg_report(long n, double elapsed)
         }
     }
 
+    /*
+     * the same bound at the replica: its own count and its instances'
+     * total when the request arrived there (x-mock-inflight), so the
+     * client's view of when a request starts and ends plays no part
+     */
+    nrep = lg_conf.replicas ? lg_conf.replicas : lg_ninstances;
+    rover = 0;
+    rseen = 0;
+    rmax = 0;
+    for (i = 0; i < n; i++) {
+        lg_result_t  *r = &lg_results[i];
+
+        if (r->all < 0 || nrep == 0) {
+            continue;
+        }
+        rseen++;
+        bound = (int) ceil(lg_conf.bound * r->all / nrep - 1e-9) + 1;
+        if (r->own > bound) {
+            rover++;
+            if (r->own - bound > rmax) {
+                rmax = r->own - bound;
+            }
+        }
+    }
+
     if (!lg_conf.quiet) {
         printf("  placements above ceil(%.2f x mean in flight) + 1: %ld "
-               "(largest excess %d)\n", lg_conf.bound, over, over_max);
+               "(largest excess %d), client side\n", lg_conf.bound, over,
+               over_max);
+        printf("  arrivals above it at the replica (x-mock-inflight, "
+               "%d replicas): %ld (largest excess %d) of %ld\n", nrep,
+               rover, rmax, rseen);
     }
 
     printf("RESULT requests=%ld errors=%ld non200=%ld no_done=%ld "
            "error_event=%ld timeout=%ld connection=%ld dropped=%ld "
            "hit_rate=%.4f ttft_p50_ms=%.1f ttft_p90_ms=%.1f ttft_p99_ms=%.1f "
            "goodput=%.2f offered=%.2f max_inflight=%d mean_inflight=%.2f "
-           "placed_over=%ld placed_excess=%d instances=%s\n",
+           "placed_over=%ld placed_excess=%d replica_over=%ld "
+           "replica_excess=%d replica_seen=%ld instances=%s\n",
            n, errors, outcome[LG_NON200], outcome[LG_NO_DONE],
            outcome[LG_ERROR_EVENT], outcome[LG_TIMEOUT], outcome[LG_CONNECT],
            outcome[LG_DROPPED], prompt ? (double) cached / prompt : 0,
            p50, p90, p99, good / window, n / window, max_all,
            lg_ninstances ? mean_sum / lg_ninstances : 0,
-           over, over_max, cl ? counts : "-");
+           over, over_max, rover, rmax, rseen, cl ? counts : "-");
 
     free(ttft);
     free(edges);
@@ -1505,6 +1557,7 @@ main(int argc, char **argv)
         { "requests", required_argument, NULL, 'n' },
         { "slo-ms", required_argument, NULL, 'S' },
         { "bound", required_argument, NULL, 'b' },
+        { "replicas", required_argument, NULL, 'R' },
         { "timeout-ms", required_argument, NULL, 'T' },
         { "keepalive", required_argument, NULL, 'k' },
         { "max-inflight", required_argument, NULL, 'm' },
@@ -1530,6 +1583,7 @@ main(int argc, char **argv)
         case 'n': lg_conf.max_requests = atol(optarg); break;
         case 'S': lg_conf.slo = atof(optarg) / 1000; break;
         case 'b': lg_conf.bound = atof(optarg); break;
+        case 'R': lg_conf.replicas = atoi(optarg); break;
         case 'T': lg_conf.timeout = atof(optarg) / 1000; break;
         case 'k': lg_conf.keepalive = atoi(optarg); break;
         case 'm': lg_conf.max_inflight = atoi(optarg); break;

@@ -201,6 +201,7 @@ typedef struct {
     long                  running;
     long                  waiting;
     long                  connections;
+    long                  inflight;     /* API requests, read to finish */
 } mock_instance_t;
 
 
@@ -246,6 +247,7 @@ typedef struct {
     unsigned              length_cut:1; /* max_tokens cut the answer */
     unsigned              fault_done:1;
     unsigned              error_event:1;
+    unsigned              inflight:1;   /* counted in the inflight counts */
     int                   api;
     int                   fault;
     int                   status;       /* status line sent, 0: none */
@@ -259,6 +261,8 @@ typedef struct {
     uint64_t              itl_us;
     uint64_t              start_us;
     uint64_t              ttft_us;      /* measured, for the log */
+    long                  inflight_own; /* at arrival, itself counted */
+    long                  inflight_all; /* the same over all instances */
     char                 *model;        /* JSON escaped */
     char                  id[48];
     char                  method[16];
@@ -308,6 +312,7 @@ static struct {
     mock_ev_t             sig;
     mock_instance_t      *insts;
     size_t                ninsts;
+    long                  inflight;     /* over the instances */
     mock_conn_t          *conns;
     mock_conn_t         **heap;
     size_t                heap_len;
@@ -996,6 +1001,11 @@ mock_req_finish(mock_conn_t *c, int outcome)
         }
     }
 
+    if (r->inflight) {
+        inst->inflight--;
+        mock.inflight--;
+    }
+
     mock_log(c, outcome);
 
     keep = r->keepalive && outcome == MOCK_DONE_COMPLETED && !c->eof;
@@ -1025,6 +1035,11 @@ mock_head(mock_conn_t *c, int status, const char *ctype, long long clen,
     mock_buf_addf(b, "HTTP/1.1 %d %s\r\nServer: llm-mock\r\n"
                   "x-mock-instance: %s\r\n",
                   status, mock_reason(status), c->inst->name);
+
+    if (r->inflight) {
+        mock_buf_addf(b, "x-mock-inflight: %ld/%ld\r\n", r->inflight_own,
+                      r->inflight_all);
+    }
 
     if (ctype != NULL) {
         mock_buf_addf(b, "Content-Type: %s\r\n", ctype);
@@ -2463,6 +2478,17 @@ mock_dispatch(mock_conn_t *c, const char *body, size_t len)
     }
 
     if (api != MOCK_API_NONE) {
+        /*
+         * in flight from the complete request to its finish (the last
+         * byte queued), per instance and over all; the arrival's own
+         * counts go out in x-mock-inflight
+         */
+        r->inflight = 1;
+        c->inst->inflight++;
+        mock.inflight++;
+        r->inflight_own = c->inst->inflight;
+        r->inflight_all = mock.inflight;
+
         if (!post) {
             r->api = api;
             mock_error(c, 405, "use POST", -1);
@@ -3016,7 +3042,9 @@ mock_conn_events(mock_conn_t *c)
 static void
 mock_conn_free(mock_conn_t *c)
 {
-    if (c->req.active || c->state == MOCK_ACTIVE || c->state == MOCK_HANG) {
+    if (c->req.active || c->req.inflight || c->state == MOCK_ACTIVE
+        || c->state == MOCK_HANG)
+    {
         mock_req_finish(c, MOCK_DONE_CANCELLED);
     }
 

@@ -1,5 +1,6 @@
 #!/usr/bin/perl
-# Tests of llm-mock: starts it on ports 18100-18103 (and a unix socket),
+# Tests of llm-mock: starts it on ports 18100-18103 (LLM_MOCK_TEST_PORT
+# moves them) and a unix socket,
 # talks raw HTTP (and curl where a real client matters), checks shapes,
 # streaming, timing, prefix cache, faults, cancellation and the CLI.
 # Prints "mock: N passed, M failed" last; exits non-zero on any failure.
@@ -20,7 +21,8 @@ my $TMP  = tempdir("llm-mock-test-XXXXXX", TMPDIR => 1, CLEANUP => 1);
 my $PID_FILE = "$TMP/mock.pid";
 my $LOG  = "$TMP/mock.log";
 my $SOCK = "$TMP/mock.sock";
-my ($MAIN, $SLOW, $BUSY, $AUX) = (18100, 18101, 18102, 18103);
+my $PORT = $ENV{LLM_MOCK_TEST_PORT} // 18100;     # and the next 3
+my ($MAIN, $SLOW, $BUSY, $AUX) = ($PORT, $PORT + 1, $PORT + 2, $PORT + 3);
 my $started = time;
 my ($pass, $fail) = (0, 0);
 my $mock_pid;
@@ -1002,6 +1004,51 @@ sub like_ct {
     my $r = post($BUSY, '/v1/completions', { prompt => 'x' });
     is_eq($r->{headers}{'x-mock-instance'}, 'busy',
           'instances: status applies per instance');
+}
+
+# x-mock-inflight: own/total at the arrival, the arrival counted
+{
+    my $hold = sub {        # a request held 400 ms before its answer
+        my ($port) = @_;
+        my $s = connect_to($port);
+        print $s request_text(method => 'POST', path => '/v1/completions',
+                              body => encode_json({ prompt => 'held' }),
+                              headers => [['x-mock-ttft-ms', 400]]);
+        return $s;
+    };
+
+    is_eq(post($MAIN, '/v1/completions', { prompt => 'x' })
+              ->{headers}{'x-mock-inflight'}, '1/1',
+          'inflight: alone');
+    my $s1 = $hold->($MAIN);
+    my $s2 = $hold->($SLOW);
+    wait_stats($SLOW, sub { $_[0]{requests_waiting} == 1 });
+    wait_stats($MAIN, sub { $_[0]{requests_waiting} == 1 });
+    is_eq(post($MAIN, '/v1/completions', { prompt => 'x' })
+              ->{headers}{'x-mock-inflight'}, '2/3',
+          'inflight: own instance and all instances');
+    is_eq(post($BUSY, '/v1/completions', { prompt => 'x' })
+              ->{headers}{'x-mock-inflight'}, '1/3',
+          'inflight: an error answer counts too');
+    my $r1 = read_response($s1);
+    my $r2 = read_response($s2);
+    close $s1;
+    close $s2;
+    is_eq($r1->{headers}{'x-mock-inflight'}, '1/1',
+          'inflight: the first arrival');
+    is_eq($r2->{headers}{'x-mock-inflight'}, '1/2',
+          'inflight: the second arrival, on another instance');
+
+    # a cancelled request leaves the counts
+    my $s3 = $hold->($MAIN);
+    wait_stats($MAIN, sub { $_[0]{requests_waiting} == 1 });
+    close $s3;
+    wait_stats($MAIN, sub { $_[0]{requests_waiting} == 0 });
+    is_eq(post($MAIN, '/v1/completions', { prompt => 'x' })
+              ->{headers}{'x-mock-inflight'}, '1/1',
+          'inflight: back to 1/1 after answers and a cancel');
+    ok(!defined http($MAIN, 'GET', '/health')->{headers}{'x-mock-inflight'},
+       'inflight: not on /health');
 }
 
 # ---- many concurrent connections -----------------------------------------

@@ -57,6 +57,10 @@ typedef struct {
 
     /* prefix: who served each prefix last, direct-mapped by its key */
     ngx_http_llm_pick_recent_t     *recent;
+
+    /* prefix: history entries per server (its front), by ring index */
+    uint32_t                       *foot;
+    ngx_uint_t                      nfoot;
 } ngx_http_llm_balancer_shctx_t;
 
 
@@ -120,6 +124,8 @@ static ngx_int_t ngx_http_llm_balancer_init_upstream(ngx_conf_t *cf,
     ngx_http_upstream_srv_conf_t *us);
 static ngx_int_t ngx_http_llm_balancer_init_zone(ngx_shm_zone_t *shm_zone,
     void *data);
+static ngx_int_t ngx_http_llm_balancer_foot(ngx_http_llm_balancer_conf_t *bcf,
+    ngx_http_llm_balancer_shctx_t *sh, ngx_slab_pool_t *shpool);
 static ngx_int_t ngx_http_llm_balancer_init_peer(ngx_http_request_t *r,
     ngx_http_upstream_srv_conf_t *us);
 static ngx_int_t ngx_http_llm_balancer_get_peer(ngx_peer_connection_t *pc,
@@ -451,7 +457,8 @@ ngx_http_llm_balancer_init_upstream(ngx_conf_t *cf,
 
     if (bcf->method == NGX_HTTP_LLM_BALANCE_PREFIX) {
         size += NGX_HTTP_LLM_BALANCE_RECENT
-                * sizeof(ngx_http_llm_pick_recent_t);
+                * sizeof(ngx_http_llm_pick_recent_t)
+                + 2 * (bcf->nprimary + 64) * sizeof(uint32_t);
     }
 
     size = ngx_align(size, ngx_pagesize);
@@ -471,6 +478,45 @@ ngx_http_llm_balancer_init_upstream(ngx_conf_t *cf,
 
     bcf->shm_zone->init = ngx_http_llm_balancer_init_zone;
     bcf->shm_zone->data = bcf;
+
+    return NGX_OK;
+}
+
+
+/* footprints for this configuration's servers, recounted */
+
+static ngx_int_t
+ngx_http_llm_balancer_foot(ngx_http_llm_balancer_conf_t *bcf,
+    ngx_http_llm_balancer_shctx_t *sh, ngx_slab_pool_t *shpool)
+{
+    uint32_t    *foot;
+    ngx_uint_t   n;
+
+    ngx_shmtx_lock(&shpool->mutex);
+
+    if (sh->nfoot < bcf->nprimary) {
+        n = bcf->nprimary + 64;
+
+        foot = ngx_slab_calloc_locked(shpool, n * sizeof(uint32_t));
+        if (foot == NULL) {
+            ngx_shmtx_unlock(&shpool->mutex);
+            return NGX_ERROR;
+        }
+
+        /* workers of an older configuration read it under the mutex */
+
+        if (sh->foot) {
+            ngx_slab_free_locked(shpool, sh->foot);
+        }
+
+        sh->foot = foot;
+        sh->nfoot = n;
+    }
+
+    ngx_http_llm_pick_foot_count(sh->recent, NGX_HTTP_LLM_BALANCE_RECENT,
+                                 sh->foot, sh->nfoot);
+
+    ngx_shmtx_unlock(&shpool->mutex);
 
     return NGX_OK;
 }
@@ -572,6 +618,20 @@ ngx_http_llm_balancer_init_zone(ngx_shm_zone_t *shm_zone, void *data)
                           "prefix history: spills follow the ring only",
                           &shm_zone->shm.name);
         }
+    }
+
+    /*
+     * the footprints: counted afresh from the history at every start and
+     * reload, so the ring indexes of this configuration count
+     */
+
+    if (sh->recent
+        && ngx_http_llm_balancer_foot(bcf, sh, shpool) != NGX_OK)
+    {
+        ngx_log_error(NGX_LOG_WARN, shm_zone->shm.log, 0,
+                      "llm_balance: zone \"%V\" has no room for the "
+                      "prefix footprints: spills follow the ring",
+                      &shm_zone->shm.name);
     }
 
     /*
@@ -823,7 +883,8 @@ again:
             && ctx && ctx->inspected)
         {
             best = ngx_http_llm_pick_ring(&bcf->ring, pd->pick, n, pd->key,
-                                          bcf->epsilon, bcf->slack, recent);
+                                          bcf->epsilon, bcf->slack, recent,
+                                          recent ? sh->foot : NULL);
 
         } else if (bcf->method == NGX_HTTP_LLM_BALANCE_EWMA) {
             rnd = bcf->seeded ? ngx_http_llm_pick_mix(bcf->seed + sh->draws++)
@@ -889,7 +950,8 @@ again:
 
     if (recent) {
         /* best will hold this prefix: the history a later spill reads */
-        ngx_http_llm_pick_recent_note(recent, pd->key, (uint32_t) best);
+        ngx_http_llm_pick_recent_note(recent, pd->key, (uint32_t) best,
+                                      sh->foot, sh->nfoot);
     }
 
     ngx_shmtx_unlock(&bcf->shpool->mutex);

@@ -379,11 +379,13 @@ ngx_http_llm_pick_bound(const ngx_http_llm_pick_peer_t *peers, size_t n,
 int
 ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
     const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
-    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent)
+    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent,
+    const uint32_t *foot)
 {
-    size_t    lo, hi, mid, k, step, r;
+    int       best, ties;
+    size_t    lo, hi, mid, k, step, r, j;
     int64_t   owner;
-    uint32_t  o;
+    uint32_t  o, least;
     uint64_t  load, weight;
 
     if (ring->n == 0) {
@@ -426,12 +428,15 @@ ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
             return (int) o;
         }
 
-        if (owner >= 0 || recent == NULL || recent->key != hash) {
-            owner = o;
+        if (owner >= 0) {
             continue;
         }
 
         owner = o;
+
+        if (recent == NULL || recent->key != hash) {
+            break;
+        }
 
         /*
          * the owner is full: a peer that served this prefix lately still
@@ -456,6 +461,64 @@ ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
                 return (int) o;
             }
         }
+
+        break;
+    }
+
+    if (owner < 0) {
+        return -1;
+    }
+
+    /*
+     * no holder has room: the peer within its bound whose cache holds the
+     * fewest prefixes of the history, where the spill evicts least;
+     * without footprints, or on a tie, the next such peer clockwise
+     */
+
+    best = -1;
+    ties = 0;
+    least = 0;
+
+    if (foot) {
+        for (j = 0; j < n; j++) {
+            if (!peers[j].eligible
+                || peers[j].inflight + 1
+                   > ngx_http_llm_pick_cap(load, weight, peers[j].weight,
+                                           epsilon, slack))
+            {
+                continue;
+            }
+
+            if (best < 0 || foot[j] < least) {
+                best = (int) j;
+                least = foot[j];
+                ties = 1;
+
+            } else if (foot[j] == least) {
+                ties++;
+            }
+        }
+
+        if (ties <= 1) {
+            return best;
+        }
+    }
+
+    for (step = 1; step < ring->n; step++) {
+        k = lo + step;
+        k = (k >= ring->n) ? k - ring->n : k;
+        o = ring->owners[k];
+
+        if (o >= n || !peers[o].eligible || (foot && foot[o] != least)) {
+            continue;
+        }
+
+        if (peers[o].inflight + 1
+            <= ngx_http_llm_pick_cap(load, weight, peers[o].weight, epsilon,
+                                     slack))
+        {
+            return (int) o;
+        }
     }
 
     return -1;
@@ -464,9 +527,12 @@ ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
 
 void
 ngx_http_llm_pick_recent_note(ngx_http_llm_pick_recent_t *recent,
-    uint64_t key, uint32_t peer)
+    uint64_t key, uint32_t peer, uint32_t *foot, size_t nfoot)
 {
-    size_t  r;
+    size_t    r;
+    uint32_t  front;
+
+    front = recent->peer[0];
 
     if (recent->key != key) {
         memset(recent, 0, sizeof(ngx_http_llm_pick_recent_t));
@@ -488,6 +554,36 @@ ngx_http_llm_pick_recent_note(ngx_http_llm_pick_recent_t *recent,
     }
 
     recent->peer[0] = peer;
+
+    /* the entry now counts for its new front server, no longer the old */
+
+    if (foot == NULL || front == peer) {
+        return;
+    }
+
+    if (front && front <= nfoot && foot[front - 1]) {
+        foot[front - 1]--;
+    }
+
+    if (peer <= nfoot) {
+        foot[peer - 1]++;
+    }
+}
+
+
+void
+ngx_http_llm_pick_foot_count(const ngx_http_llm_pick_recent_t *recent,
+    size_t nrecent, uint32_t *foot, size_t nfoot)
+{
+    size_t  i;
+
+    memset(foot, 0, nfoot * sizeof(uint32_t));
+
+    for (i = 0; i < nrecent; i++) {
+        if (recent[i].peer[0] && recent[i].peer[0] <= nfoot) {
+            foot[recent[i].peer[0] - 1]++;
+        }
+    }
 }
 
 

@@ -8,7 +8,8 @@
  *   least tokens   cost = outstanding tokens / weight
  *   peak EWMA      power of two choices on peak-EWMA TTFT x (1 + inflight)
  *   prefix         consistent hash ring with bounded load; over the
- *                  bound, the servers that served the prefix last first
+ *                  bound, the servers that served the prefix last first,
+ *                  then the one holding the fewest prefixes
  *
  * The nginx glue (ngx_http_llm_balancer.c) fills one
  * ngx_http_llm_pick_peer_t per server of a group and calls a pick function;
@@ -111,19 +112,27 @@ void ngx_http_llm_pick_ring_build(ngx_http_llm_pick_ring_t *ring,
  * ceil((1 + epsilon) x (total in flight + 1) x weight / total weight)
  * + slack;
  * else the most recent peer of recent (NULL: none) within its bound, the
- * one most likely to hold the prefix in its cache; else the next peer
- * clockwise within its bound
+ * one most likely to hold the prefix in its cache; else, with foot (the
+ * footprint per peer: prefixes of the history it holds, NULL: none), the
+ * peer within its bound with the smallest footprint, ties and no foot:
+ * the next such peer clockwise
  */
 int ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
     const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
-    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent);
+    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent,
+    const uint32_t *foot);
 
 /*
  * notes that peer (an index) served key: move to front of its history; a
- * history of another key is replaced
+ * history of another key is replaced. With foot (nfoot peers, NULL:
+ * none), the entry's count moves from its old front server to peer
  */
 void ngx_http_llm_pick_recent_note(ngx_http_llm_pick_recent_t *recent,
-    uint64_t key, uint32_t peer);
+    uint64_t key, uint32_t peer, uint32_t *foot, size_t nfoot);
+
+/* the footprints of nfoot peers counted afresh from a whole history */
+void ngx_http_llm_pick_foot_count(const ngx_http_llm_pick_recent_t *recent,
+    size_t nrecent, uint32_t *foot, size_t nfoot);
 
 /* the capacity above, for tests and the debug log */
 uint32_t ngx_http_llm_pick_bound(const ngx_http_llm_pick_peer_t *peers,

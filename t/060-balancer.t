@@ -87,6 +87,43 @@ add_response_body_check(sub {
         or Test::More::diag($out);
 });
 
+# TEST 26: each burst's spill went to the server with the smaller
+# footprint (history prefixes it served last), whatever the ring says;
+# footprints from the cold pass's /stats, then each burst's own
+my %foot;
+
+add_response_body_check(sub {
+    my ($block, $body, $idx, $rep, $dry_run) = @_;
+
+    return if $dry_run || !defined $body || $block->name !~ /footprint/;
+
+    %foot = () if $idx == 0;        # a repeat starts over
+
+    return if $body !~ /"requests_total"/;
+
+    my %n = $body =~ /"instance":"([^"]+)".*?"requests_total":(\d+)/g;
+
+    if (!%foot) {
+        %foot = %n;         # the cold pass: one prefix, one owner each
+        Test::More::is(scalar(grep { $_ } values %n) >= 2, 1,
+                       $block->name . " - cold prefixes on 2 servers or 3");
+        return;
+    }
+
+    my ($o) = grep { $n{$_} == 2 } keys %n;
+    my ($x) = grep { $n{$_} == 1 } keys %n;
+    my ($z) = grep { $n{$_} == 0 } keys %n;
+
+    Test::More::ok(defined $o && defined $x && defined $z,
+                   $block->name . " - burst " . ($idx - 2) / 3 . ": owner 2, spill 1, other 0")
+        or return;
+    Test::More::cmp_ok($foot{$x}, '<=', $foot{$z},
+                       $block->name . " - burst " . ($idx - 2) / 3 . ": the spill went to the"
+                       . " smaller footprint ($x $foot{$x}, $z $foot{$z})");
+
+    $foot{$o}++;            # the burst's prefix: last served by its owner
+});
+
 run_tests();
 
 __DATA__
@@ -737,3 +774,66 @@ qr/invalid "slack=1001" in "llm_balance": slack must be a number of requests fro
 --- must_die
 --- error_log eval
 qr/"slack=1" does not apply to "llm_balance least_tokens": decay= is for peak_ewma, epsilon=, slack= and tokens= for prefix in .*nginx\.conf:\d+/
+
+
+
+=== TEST 26: prefix: with no holder in room, the spill goes to the smallest footprint
+Ten cold prefixes one by one, each to its ring owner: the footprints
+(history prefixes per server) are their counts in /stats. Then bursts of
+3 concurrent requests of four fresh prefixes: the first goes home, the
+second finds the owner at its bound (ceil(1.25 x 2 / 3) = 1) and no other
+holder: it goes to the server of the two others with the smaller
+footprint (checked in Perl above, whatever the ring's next server is),
+the third fits the owner again. Its own upstream name: a zone of its own
+even when nginx is reloaded between tests. (Which bursts tell the
+footprint from the ring's order depends on the ports: with the default
+ones the fourth burst fails without the footprint.)
+--- http_config
+    upstream pool26 {
+        llm_balance prefix;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        proxy_pass http://pool26;
+    }
+    location = /c {
+        internal;
+        proxy_method POST;
+        proxy_set_header content-type application/json;
+        proxy_set_body '{"model":"m","max_tokens":2,"messages":[{"role":"system","content":"cold $arg_i"},{"role":"user","content":"q"}]}';
+        proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
+    }
+    location = /cold {
+        echo_location /c i=1;
+        echo_location /c i=2;
+        echo_location /c i=3;
+        echo_location /c i=4;
+        echo_location /c i=5;
+        echo_location /c i=6;
+        echo_location /c i=7;
+        echo_location /c i=8;
+        echo_location /c i=9;
+        echo_location /c i=10;
+    }
+    location = /hot {
+        internal;
+        proxy_method POST;
+        proxy_set_header content-type application/json;
+        proxy_set_header x-mock-ttft-ms 400;
+        proxy_set_body '{"model":"m","max_tokens":2,"messages":[{"role":"system","content":"burst $arg_p"},{"role":"user","content":"q"}]}';
+        proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
+    }
+    location = /burst {
+        echo_location_async /hot p=$arg_p;
+        echo_location_async /hot p=$arg_p;
+        echo_location_async /hot p=$arg_p;
+    }
+--- request eval
+["GET /reset", "GET /cold", "GET /stats",
+ map { ("GET /reset", "GET /burst?p=$_", "GET /stats") } 1 .. 4]
+--- response_body_like eval
+[("ok", ".*", ".*") x 5]

@@ -173,7 +173,15 @@ static int
 ring_at(ngx_http_llm_pick_ring_t *ring, ngx_http_llm_pick_peer_t *p,
     uint64_t h, uint32_t slack, ngx_http_llm_pick_recent_t *rc)
 {
-    return ngx_http_llm_pick_ring(ring, p, NPEERS, h, 0.25, slack, rc);
+    return ngx_http_llm_pick_ring(ring, p, NPEERS, h, 0.25, slack, rc, NULL);
+}
+
+
+static int
+ring_foot(ngx_http_llm_pick_ring_t *ring, ngx_http_llm_pick_peer_t *p,
+    uint64_t h, ngx_http_llm_pick_recent_t *rc, const uint32_t *foot)
+{
+    return ngx_http_llm_pick_ring(ring, p, NPEERS, h, 0.25, 0, rc, foot);
 }
 
 
@@ -365,25 +373,25 @@ test_ring_recent(void **state)
 
     /* the history: move to front, index + 1, a new key starts over */
     memset(&rc, 0, sizeof(rc));
-    ngx_http_llm_pick_recent_note(&rc, 42, 1);
+    ngx_http_llm_pick_recent_note(&rc, 42, 1, NULL, 0);
     assert_true(rc.key == 42 && rc.peer[0] == 2 && rc.peer[1] == 0);
-    ngx_http_llm_pick_recent_note(&rc, 42, 2);
+    ngx_http_llm_pick_recent_note(&rc, 42, 2, NULL, 0);
     assert_true(rc.peer[0] == 3 && rc.peer[1] == 2 && rc.peer[2] == 0);
-    ngx_http_llm_pick_recent_note(&rc, 42, 1);
+    ngx_http_llm_pick_recent_note(&rc, 42, 1, NULL, 0);
     assert_true(rc.peer[0] == 2 && rc.peer[1] == 3 && rc.peer[2] == 0);
-    ngx_http_llm_pick_recent_note(&rc, 42, 3);
-    ngx_http_llm_pick_recent_note(&rc, 42, 0);
+    ngx_http_llm_pick_recent_note(&rc, 42, 3, NULL, 0);
+    ngx_http_llm_pick_recent_note(&rc, 42, 0, NULL, 0);
     assert_true(rc.peer[0] == 1 && rc.peer[1] == 4 && rc.peer[2] == 2);
-    ngx_http_llm_pick_recent_note(&rc, 42, 0);
+    ngx_http_llm_pick_recent_note(&rc, 42, 0, NULL, 0);
     assert_true(rc.peer[0] == 1 && rc.peer[1] == 4 && rc.peer[2] == 2);
-    ngx_http_llm_pick_recent_note(&rc, 43, 2);
+    ngx_http_llm_pick_recent_note(&rc, 43, 2, NULL, 0);
     assert_true(rc.key == 43 && rc.peer[0] == 3 && rc.peer[1] == 0
                 && rc.peer[2] == 0);
 
     /* the owner within its bound wins over any history */
     o = ring_at(&ring, p, 42, 0, NULL);
     memset(&rc, 0, sizeof(rc));
-    ngx_http_llm_pick_recent_note(&rc, 42, (o + 1) % NPEERS);
+    ngx_http_llm_pick_recent_note(&rc, 42, (o + 1) % NPEERS, NULL, 0);
     assert_int_equal(ring_at(&ring, p, 42, 0, &rc),
                      o);
 
@@ -396,7 +404,7 @@ test_ring_recent(void **state)
     for (x = 0; x == o || x == s; x++) { /* void */ }
 
     memset(&rc, 0, sizeof(rc));
-    ngx_http_llm_pick_recent_note(&rc, 42, x);
+    ngx_http_llm_pick_recent_note(&rc, 42, x, NULL, 0);
     assert_int_equal(ring_at(&ring, p, 42, 0, &rc),
                      x);
 
@@ -429,14 +437,14 @@ test_ring_recent(void **state)
     for (y = 0; y == o || y == x; y++) { /* void */ }
 
     memset(&rc, 0, sizeof(rc));
-    ngx_http_llm_pick_recent_note(&rc, 42, y);
-    ngx_http_llm_pick_recent_note(&rc, 42, x);
+    ngx_http_llm_pick_recent_note(&rc, 42, y, NULL, 0);
+    ngx_http_llm_pick_recent_note(&rc, 42, x, NULL, 0);
     assert_int_equal(ring_at(&ring, p, 42, 0, &rc),
                      y);
 
     /* no recent peer within its bound: the ring's order */
     memset(&rc, 0, sizeof(rc));
-    ngx_http_llm_pick_recent_note(&rc, 42, x);
+    ngx_http_llm_pick_recent_note(&rc, 42, x, NULL, 0);
     assert_int_equal(ring_at(&ring, p, 42, 0, &rc),
                      ring_at(&ring, p, 42, 0, NULL));
 
@@ -447,6 +455,109 @@ test_ring_recent(void **state)
 
     assert_int_equal(ring_at(&ring, p, 42, 0, &rc),
                      -1);
+
+    free(ring.points); free(ring.owners);
+}
+
+
+static void
+test_ring_foot(void **state)
+{
+    int                         o, s, k, x, y;
+    size_t                      i;
+    uint32_t                    w[NPEERS] = { 1, 1, 1, 1 };
+    uint32_t                    foot[NPEERS];
+    ngx_http_llm_pick_ring_t    ring;
+    ngx_http_llm_pick_peer_t    p[NPEERS];
+    ngx_http_llm_pick_recent_t  rc, hist[3];
+
+    peers_init(p, NPEERS);
+    ring_make(&ring, names, w, NPEERS);
+
+    /* an entry counts for its front server only; a replaced key moves */
+    memset(foot, 0, sizeof(foot));
+    memset(&rc, 0, sizeof(rc));
+    ngx_http_llm_pick_recent_note(&rc, 42, 1, foot, NPEERS);
+    assert_true(foot[0] == 0 && foot[1] == 1 && foot[2] == 0);
+    ngx_http_llm_pick_recent_note(&rc, 42, 1, foot, NPEERS);
+    assert_true(foot[1] == 1);
+    ngx_http_llm_pick_recent_note(&rc, 42, 2, foot, NPEERS);
+    assert_true(foot[1] == 0 && foot[2] == 1);
+    ngx_http_llm_pick_recent_note(&rc, 43, 3, foot, NPEERS);
+    assert_true(foot[2] == 0 && foot[3] == 1);
+    ngx_http_llm_pick_recent_note(&rc, 44, 3, foot, NPEERS);
+    assert_true(foot[0] + foot[1] + foot[2] == 0 && foot[3] == 1);
+
+    /* a peer beyond nfoot (a reload removed it) is not counted */
+    ngx_http_llm_pick_recent_note(&rc, 44, 3, foot, 2);
+    assert_true(foot[3] == 1);
+    ngx_http_llm_pick_recent_note(&rc, 44, 0, foot, 2);
+    assert_true(foot[0] == 1 && foot[3] == 1);
+
+    /* the recount from a history: fronts only, unknown peers left out */
+    memset(hist, 0, sizeof(hist));
+    hist[0].key = 1; hist[0].peer[0] = 2; hist[0].peer[1] = 1;
+    hist[1].key = 2; hist[1].peer[0] = 2;
+    hist[2].key = 3; hist[2].peer[0] = NPEERS + 3;
+    ngx_http_llm_pick_foot_count(hist, 3, foot, NPEERS);
+    assert_true(foot[0] == 0 && foot[1] == 2 && foot[2] == 0
+                && foot[3] == 0);
+
+    /* the owner within its bound: footprints play no part (cold keys) */
+    o = ring_at(&ring, p, 42, 0, NULL);
+    memset(foot, 0, sizeof(foot));
+    foot[o] = 100;
+    assert_int_equal(ring_foot(&ring, p, 42, NULL, foot), o);
+
+    /*
+     * owner full (load 3, cap 1), no holder with room: the peer with the
+     * smallest footprint, not the ring's next one
+     */
+    p[o].inflight = 2;
+    s = ring_at(&ring, p, 42, 0, NULL);
+    assert_true(s >= 0 && s != o);
+
+    for (x = 0; x == o || x == s; x++) { /* void */ }
+
+    for (i = 0; i < NPEERS; i++) {
+        foot[i] = 10;
+    }
+
+    foot[x] = 3;
+    assert_int_equal(ring_foot(&ring, p, 42, NULL, foot), x);
+
+    /* a holder with room still comes first */
+    for (y = 0; y == o || y == s || y == x; y++) { /* void */ }
+
+    memset(&rc, 0, sizeof(rc));
+    ngx_http_llm_pick_recent_note(&rc, 42, y, NULL, 0);
+    assert_int_equal(ring_foot(&ring, p, 42, &rc, foot), y);
+
+    /* the smallest footprint over its own bound is passed over */
+    p[o].inflight = 4;
+    p[x].inflight = 3;      /* load 8, cap 3 */
+    foot[y] = 5;
+    k = ring_foot(&ring, p, 42, NULL, foot);
+    assert_int_equal(k, y);
+    p[x].inflight = 0;
+    p[o].inflight = 2;
+
+    /* ties: the ring's order, as without footprints */
+    for (i = 0; i < NPEERS; i++) {
+        foot[i] = 7;
+    }
+
+    assert_int_equal(ring_foot(&ring, p, 42, NULL, foot), s);
+    foot[s] = 8;
+    k = ring_foot(&ring, p, 42, NULL, foot);
+    assert_true(k != s && k != o && k >= 0);
+
+    /* no eligible peer: none */
+    for (i = 0; i < NPEERS; i++) {
+        p[i].eligible = 0;
+    }
+
+    assert_int_equal(ring_foot(&ring, p, 42, NULL, foot), -1);
 
     free(ring.points); free(ring.owners);
 }
@@ -505,6 +616,7 @@ main(void)
         cmocka_unit_test(test_ring_lookup),
         cmocka_unit_test(test_ring_bounded_load),
         cmocka_unit_test(test_ring_recent),
+        cmocka_unit_test(test_ring_foot),
         cmocka_unit_test(test_headers),
     };
 
