@@ -72,20 +72,7 @@ add_block_preprocessor(sub {
 });
 
 # promtool on every metrics answer
-add_response_body_check(sub {
-    my ($block, $body, $idx, $rep, $dry_run) = @_;
-
-    return if $dry_run || !defined $body
-              || $body !~ /^# HELP llm_requests_total /;
-
-    my ($fh, $file) = File::Temp::tempfile(UNLINK => 1);
-    print $fh $body;
-    close $fh;
-
-    my $out = `promtool check metrics < $file 2>&1`;
-    Test::More::is($? >> 8, 0, $block->name . " - promtool check metrics")
-        or Test::More::diag($out);
-});
+LLM::promtool_metrics();
 
 # TEST 26: each burst's spill went to the server with the smaller
 # footprint (history prefixes it served last), whatever the ring says;
