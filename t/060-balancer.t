@@ -5,7 +5,6 @@
 
 use FindBin; use lib $FindBin::Bin; use LLM;
 use Test::Nginx::Socket 'no_plan';
-use File::Temp ();
 
 repeat_each(1);
 no_shuffle();

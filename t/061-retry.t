@@ -15,7 +15,6 @@
 
 use FindBin; use lib $FindBin::Bin; use LLM;
 use Test::Nginx::Socket 'no_plan';
-use File::Temp ();
 use IO::Socket::INET;
 use POSIX ();
 use Time::HiRes qw(sleep);
