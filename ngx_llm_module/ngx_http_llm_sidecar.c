@@ -1419,6 +1419,7 @@ static u_char *
 ngx_http_llm_sidecar_int(u_char *p, u_char *last, int64_t n)
 {
     u_char    *d;
+    size_t     len;
     uint64_t   v;
     u_char     tmp[NGX_INT64_LEN + 1];
 
@@ -1434,8 +1435,19 @@ ngx_http_llm_sidecar_int(u_char *p, u_char *last, int64_t n)
         *--d = '-';
     }
 
-    return ngx_http_llm_sidecar_cpy(p, last, (char *) d,
-                                    tmp + sizeof(tmp) - d);
+    len = tmp + sizeof(tmp) - d;
+
+    if (len > (size_t) (last - p)) {
+        return last;
+    }
+
+    /* a few bytes: a loop, not a memcpy() call */
+
+    while (d < tmp + sizeof(tmp)) {
+        *p++ = *d++;
+    }
+
+    return p;
 }
 
 
@@ -1723,8 +1735,9 @@ ngx_http_llm_sidecar_metrics(ngx_http_request_t *r, ngx_chain_t **ll,
 u_char *
 ngx_http_llm_sidecar_json_str(u_char *p, u_char *last, ngx_str_t *s)
 {
-    u_char      c;
-    ngx_uint_t  i;
+    u_char         c;
+    size_t         n;
+    const u_char  *q, *run, *end;
 
     static u_char  hex[] = "0123456789abcdef";
 
@@ -1734,8 +1747,32 @@ ngx_http_llm_sidecar_json_str(u_char *p, u_char *last, ngx_str_t *s)
 
     *p++ = '"';
 
-    for (i = 0; i < s->len; i++) {
-        c = s->data[i];
+    q = s->data;
+    end = q + s->len;
+
+    for ( ;; ) {
+
+        /* a run of bytes that go as they are, copied at once */
+
+        run = q;
+
+        while (q < end && *q >= 0x20 && *q != '"' && *q != '\\') {
+            q++;
+        }
+
+        n = q - run;
+
+        if (n + 2 > (size_t) (last - p)) {
+            return last;
+        }
+
+        p = ngx_cpymem(p, run, n);
+
+        if (q == end) {
+            break;
+        }
+
+        c = *q++;
 
         if (p + 7 > last) {
             return last;
@@ -1745,13 +1782,10 @@ ngx_http_llm_sidecar_json_str(u_char *p, u_char *last, ngx_str_t *s)
             *p++ = '\\';
             *p++ = c;
 
-        } else if (c < 0x20) {
+        } else {
             p = ngx_cpymem(p, "\\u00", 4);
             *p++ = hex[c >> 4];
             *p++ = hex[c & 0xf];
-
-        } else {
-            *p++ = c;
         }
     }
 
