@@ -770,7 +770,6 @@ ngx_http_llm_response_analyze(int api, const u_char *body, size_t len,
 {
     const u_char             *p, *end;
     ngx_http_llm_json_str_t   type;
-    ngx_http_llm_json_cur_t   cur;
 
     ngx_http_llm_event_reset(info);
 
@@ -792,8 +791,24 @@ ngx_http_llm_response_analyze(int api, const u_char *body, size_t len,
     }
 
     if (p < end && ngx_http_llm_fast_event(p, end, info, &type) == end) {
-        goto done;
+
+        if (ngx_http_llm_word(&type) == NGX_HTTP_LLM_WORD_ERROR) {
+            info->error = 1;
+        }
+
+        return;
     }
+
+    ngx_http_llm_response_analyze_full(api, body, len, info);
+}
+
+
+void
+ngx_http_llm_response_analyze_full(int api, const u_char *body, size_t len,
+    ngx_http_llm_event_info_t *info)
+{
+    ngx_http_llm_json_str_t  type;
+    ngx_http_llm_json_cur_t  cur;
 
     ngx_http_llm_event_reset(info);
 
@@ -809,8 +824,6 @@ ngx_http_llm_response_analyze(int api, const u_char *body, size_t len,
         ngx_http_llm_event_reset(info);
         return;
     }
-
-done:
 
     if (ngx_http_llm_word(&type) == NGX_HTTP_LLM_WORD_ERROR) {
         info->error = 1;
@@ -1073,10 +1086,15 @@ ngx_http_llm_fast_count(const u_char *p, const u_char *end, int64_t *v)
     n = 0;
 
     while (p < end && (unsigned) (*p - '0') <= 9) {
+        if (p - start == 18) {
+            /* a longer one is the full analysis' to judge */
+            return NULL;
+        }
+
         n = n * 10 + (*p++ - '0');
     }
 
-    if (p == start || p - start > 18 || (*start == '0' && p - start > 1)
+    if (p == start || (*start == '0' && p - start > 1)
         || (p < end && (*p == '.' || *p == 'e' || *p == 'E')))
     {
         return NULL;

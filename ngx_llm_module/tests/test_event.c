@@ -30,12 +30,42 @@ event(int api, const char *name, const char *data)
 }
 
 
+/* every body: the fast path (when it takes it) agrees with the full one */
+
+static void
+same_info(const ngx_http_llm_event_info_t *a,
+    const ngx_http_llm_event_info_t *b)
+{
+    assert_int_equal(a->content, b->content);
+    assert_int_equal(a->usage, b->usage);
+    assert_int_equal(a->usage_only, b->usage_only);
+    assert_int_equal(a->done, b->done);
+    assert_int_equal(a->error, b->error);
+    assert_int_equal(a->finish, b->finish);
+    assert_int_equal(a->content_bytes, b->content_bytes);
+    assert_memory_equal(&a->u, &b->u, sizeof(ngx_http_llm_usage_t));
+}
+
+
+static void
+response_n(int api, const char *body, size_t len)
+{
+    ngx_http_llm_event_info_t  full;
+
+    memset(&info, 0x5a, sizeof(info));
+    ngx_http_llm_response_analyze(api, (const u_char *) body, len, &info);
+
+    memset(&full, 0xa5, sizeof(full));
+    ngx_http_llm_response_analyze_full(api, (const u_char *) body, len,
+                                       &full);
+    same_info(&info, &full);
+}
+
+
 static void
 response(int api, const char *body)
 {
-    memset(&info, 0x5a, sizeof(info));
-    ngx_http_llm_response_analyze(api, (const u_char *) body, strlen(body),
-                                  &info);
+    response_n(api, body, strlen(body));
 }
 
 
@@ -433,8 +463,7 @@ test_response_fast(void **state)
     len = strlen(body);
 
     for (i = 0; i < len; i++) {
-        memset(&info, 0x5a, sizeof(info));
-        ngx_http_llm_response_analyze(OAI, (const u_char *) body, i, &info);
+        response_n(OAI, body, i);
         assert_empty();
     }
 
