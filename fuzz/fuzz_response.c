@@ -43,7 +43,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     int                         api;
     size_t                      nlen;
     const u_char               *body;
-    ngx_http_llm_event_info_t   info;
+    ngx_http_llm_event_info_t   info, full;
 
     static const char  *names[] = {
         "", "message_start", "content_block_delta", "message_delta",
@@ -60,6 +60,16 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     ngx_http_llm_response_analyze(api, body, size - 1, &info);
     fuzz_check(&info);
+
+    /* the fast path, when it took the body, agrees with the full analysis */
+
+    ngx_http_llm_response_analyze_full(api, body, size - 1, &full);
+
+    check(info.content == full.content && info.usage == full.usage);
+    check(info.usage_only == full.usage_only && info.done == full.done);
+    check(info.error == full.error && info.finish == full.finish);
+    check(info.content_bytes == full.content_bytes);
+    check(memcmp(&info.u, &full.u, sizeof(ngx_http_llm_usage_t)) == 0);
 
     ngx_http_llm_event_analyze(api, (const u_char *) names[(data[0] >> 1) % 8],
                                nlen, body, size - 1, &info);

@@ -417,9 +417,13 @@ ngx_http_llm_check_content_type(ngx_http_request_t *r)
 
     /* application/json, or any application/...+json */
 
+    /* the usual spelling first: one memcmp(), not a byte loop */
+
     if (len == sizeof("application/json") - 1
-        && ngx_strncasecmp(h->value.data, (u_char *) "application/json", len)
-           == 0)
+        && (ngx_memcmp(h->value.data, "application/json", len) == 0
+            || ngx_strncasecmp(h->value.data, (u_char *) "application/json",
+                               len)
+               == 0))
     {
         return NGX_OK;
     }
@@ -598,7 +602,7 @@ ngx_http_llm_body_rewrite(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
         r->headers_in.content_length->value.data = p;
         r->headers_in.content_length->value.len =
-                                          ngx_sprintf(p, "%uz", size) - p;
+                                          ngx_http_llm_uint(p, size) - p;
     }
 
     ctx->stream_injected = 1;
@@ -626,6 +630,8 @@ ngx_http_llm_key_hash(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     ngx_list_part_t          *part;
     ngx_table_elt_t          *hdr;
     ngx_http_llm_loc_conf_t  *llcf;
+
+    static u_char  hex[] = "0123456789abcdef";
 
     llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
 
@@ -693,7 +699,9 @@ ngx_http_llm_key_hash(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
 
     /* the first 12 hex digits of XXH3-64 of the key */
 
-    ngx_sprintf(p, "%016uxL", h);
+    for (i = 0; i < 16; i++) {
+        p[i] = hex[(h >> (60 - 4 * i)) & 0xf];
+    }
 
     ctx->key_hash.data = p;
     ctx->key_hash.len = NGX_HTTP_LLM_KEY_HASH_LEN;

@@ -121,7 +121,13 @@ static const u_char *ngx_http_llm_fast_event(const u_char *p,
     const u_char *end, ngx_http_llm_event_info_t *info,
     ngx_http_llm_json_str_t *type);
 static const u_char *ngx_http_llm_fast_choices(const u_char *p,
+    const u_char *end, ngx_http_llm_event_info_t *info, unsigned *n);
+static const u_char *ngx_http_llm_fast_usage(const u_char *p,
     const u_char *end, ngx_http_llm_event_info_t *info);
+static const u_char *ngx_http_llm_fast_details(const u_char *p,
+    const u_char *end, unsigned word, int64_t *v);
+static inline const u_char *ngx_http_llm_fast_count(const u_char *p,
+    const u_char *end, int64_t *v);
 static const u_char *ngx_http_llm_fast_delta(const u_char *p,
     const u_char *end, ngx_http_llm_event_info_t *info);
 static const u_char *ngx_http_llm_fast_block(const u_char *p,
@@ -762,6 +768,45 @@ void
 ngx_http_llm_response_analyze(int api, const u_char *body, size_t len,
     ngx_http_llm_event_info_t *info)
 {
+    const u_char             *p, *end;
+    ngx_http_llm_json_str_t   type;
+
+    ngx_http_llm_event_reset(info);
+
+    type.data = NULL;
+    type.len = 0;
+    type.escaped = 0;
+
+    /*
+     * the fast path first (a chat.completion or text_completion with its
+     * usage: one pass, no cursor); anything it does not know runs the full
+     * analysis from the start
+     */
+
+    p = ngx_http_llm_json_skip_ws(body, body + len);
+    end = body + len;
+
+    while (end > p && ngx_http_llm_json_is_ws(end[-1])) {
+        end--;
+    }
+
+    if (p < end && ngx_http_llm_fast_event(p, end, info, &type) == end) {
+
+        if (ngx_http_llm_word(&type) == NGX_HTTP_LLM_WORD_ERROR) {
+            info->error = 1;
+        }
+
+        return;
+    }
+
+    ngx_http_llm_response_analyze_full(api, body, len, info);
+}
+
+
+void
+ngx_http_llm_response_analyze_full(int api, const u_char *body, size_t len,
+    ngx_http_llm_event_info_t *info)
+{
     ngx_http_llm_json_str_t  type;
     ngx_http_llm_json_cur_t  cur;
 
@@ -787,20 +832,25 @@ ngx_http_llm_response_analyze(int api, const u_char *body, size_t len,
 
 
 /*
- * The fast path of the event analysis: one pass over the common shapes of
- * OpenAI chunks and Anthropic deltas, with inline scanning and no cursor.
- * It validates all it passes like the cursor does. Anything else (usage,
- * errors, tool calls, content arrays, a message object, escaped keys that
- * matter, a syntax error) makes it give up: NULL, and the full analysis
- * runs on the event from the start.
+ * The fast path of the event and response analysis: one pass over the
+ * common shapes of OpenAI chunks, chat.completion and text_completion
+ * bodies (usage included) and Anthropic deltas, with inline scanning and
+ * no cursor. It validates all it passes like the cursor does. Anything
+ * else (errors, tool calls, content arrays, a message object, escaped keys
+ * that matter, counts not written as plain integers, a syntax error) makes
+ * it give up: NULL, and the full analysis runs on the event from the
+ * start.
  */
 
 static const u_char *
 ngx_http_llm_fast_event(const u_char *p, const u_char *end,
     ngx_http_llm_event_info_t *info, ngx_http_llm_json_str_t *type)
 {
-    unsigned                 w;
+    unsigned                 w, have_choices, choices;
     ngx_http_llm_json_str_t  s;
+
+    have_choices = 0;
+    choices = 0;
 
     p = ngx_http_llm_fast_open(p, end, '{');
 
@@ -814,7 +864,9 @@ ngx_http_llm_fast_event(const u_char *p, const u_char *end,
         switch (w) {
 
         case NGX_HTTP_LLM_WORD_CHOICES:
-            p = ngx_http_llm_fast_choices(p, end, info);
+            /* an array, or the fast path gives up */
+            have_choices = 1;
+            p = ngx_http_llm_fast_choices(p, end, info, &choices);
             break;
 
         case NGX_HTTP_LLM_WORD_TYPE:
@@ -841,13 +893,7 @@ ngx_http_llm_fast_event(const u_char *p, const u_char *end,
             break;
 
         case NGX_HTTP_LLM_WORD_USAGE:
-            /* "usage":null in every OpenAI chunk when usage is asked */
-
-            if (*p == '{') {
-                return NULL;
-            }
-
-            p = ngx_http_llm_fast_skip(p, end, 1);
+            p = ngx_http_llm_fast_usage(p, end, info);
             break;
 
         case NGX_HTTP_LLM_WORD_DELTA:
@@ -866,7 +912,197 @@ ngx_http_llm_fast_event(const u_char *p, const u_char *end,
         p = ngx_http_llm_fast_next(p, end, '}');
     }
 
+    if (p == NULL) {
+        return NULL;
+    }
+
+    /* as ngx_http_llm_event_object() says it */
+
+    if (have_choices && choices == 0 && info->usage) {
+        info->usage_only = 1;
+    }
+
+    return p + 1;
+}
+
+
+/*
+ * "usage": its members as ngx_http_llm_event_usage() reads them, for
+ * counts written as plain integers; anything else in a member it reads
+ * gives up. "usage":null comes in every OpenAI chunk when usage is asked.
+ */
+
+static const u_char *
+ngx_http_llm_fast_usage(const u_char *p, const u_char *end,
+    ngx_http_llm_event_info_t *info)
+{
+    int64_t                v, input, read, write;
+    unsigned               w, found;
+    ngx_http_llm_usage_t  *u;
+
+    if (*p != '{') {
+        return ngx_http_llm_fast_skip(p, end, 1);
+    }
+
+    u = &info->u;
+    input = -1;
+    read = -1;
+    write = -1;
+    found = 0;
+
+    p = ngx_http_llm_fast_open(p, end, '{');
+
+    while (p && *p != '}') {
+        p = ngx_http_llm_fast_key(p, end, &w);
+
+        if (p == NULL) {
+            return NULL;
+        }
+
+        switch (w) {
+
+        case NGX_HTTP_LLM_WORD_PROMPT_TOKENS:
+        case NGX_HTTP_LLM_WORD_COMPLETION_TOKENS:
+        case NGX_HTTP_LLM_WORD_OUTPUT_TOKENS:
+        case NGX_HTTP_LLM_WORD_INPUT_TOKENS:
+        case NGX_HTTP_LLM_WORD_CACHE_READ_INPUT_TOKENS:
+        case NGX_HTTP_LLM_WORD_CACHE_CREATION_INPUT_TOKENS:
+            p = ngx_http_llm_fast_count(p, end, &v);
+
+            if (p == NULL) {
+                return NULL;
+            }
+
+            found = 1;
+
+            if (w == NGX_HTTP_LLM_WORD_PROMPT_TOKENS) {
+                u->prompt_tokens = v;
+
+            } else if (w == NGX_HTTP_LLM_WORD_INPUT_TOKENS) {
+                input = v;
+
+            } else if (w == NGX_HTTP_LLM_WORD_CACHE_READ_INPUT_TOKENS) {
+                read = v;
+                u->cached_tokens = v;
+
+            } else if (w == NGX_HTTP_LLM_WORD_CACHE_CREATION_INPUT_TOKENS) {
+                write = v;
+                u->cache_write_tokens = v;
+
+            } else {
+                u->completion_tokens = v;
+            }
+
+            break;
+
+        case NGX_HTTP_LLM_WORD_PROMPT_TOKENS_DETAILS:
+            v = -1;
+            p = ngx_http_llm_fast_details(p, end,
+                                          NGX_HTTP_LLM_WORD_CACHED_TOKENS,
+                                          &v);
+            if (v >= 0) {
+                u->cached_tokens = v;
+                found = 1;
+            }
+
+            break;
+
+        case NGX_HTTP_LLM_WORD_COMPLETION_TOKENS_DETAILS:
+            v = -1;
+            p = ngx_http_llm_fast_details(p, end,
+                                          NGX_HTTP_LLM_WORD_REASONING_TOKENS,
+                                          &v);
+            if (v >= 0) {
+                u->reasoning_tokens = v;
+                found = 1;
+            }
+
+            break;
+
+        default:
+            p = ngx_http_llm_fast_skip(p, end, 2);
+        }
+
+        p = ngx_http_llm_fast_next(p, end, '}');
+    }
+
+    if (p == NULL) {
+        return NULL;
+    }
+
+    if (input >= 0) {
+        u->prompt_tokens = input + (read > 0 ? read : 0)
+                           + (write > 0 ? write : 0);
+    }
+
+    if (found) {
+        info->usage = 1;
+    }
+
+    return p + 1;
+}
+
+
+/* a details object of usage, or null: its count named by word into *v */
+
+static const u_char *
+ngx_http_llm_fast_details(const u_char *p, const u_char *end, unsigned word,
+    int64_t *v)
+{
+    unsigned  w;
+
+    if (*p != '{') {
+        return ngx_http_llm_fast_skip(p, end, 2);
+    }
+
+    p = ngx_http_llm_fast_open(p, end, '{');
+
+    while (p && *p != '}') {
+        p = ngx_http_llm_fast_key(p, end, &w);
+
+        if (p == NULL) {
+            return NULL;
+        }
+
+        p = (w == word) ? ngx_http_llm_fast_count(p, end, v)
+                        : ngx_http_llm_fast_skip(p, end, 3);
+
+        p = ngx_http_llm_fast_next(p, end, '}');
+    }
+
     return p ? p + 1 : NULL;
+}
+
+
+/* p at a count: a plain integer of up to 18 digits, else NULL */
+
+static inline const u_char *
+ngx_http_llm_fast_count(const u_char *p, const u_char *end, int64_t *v)
+{
+    int64_t        n;
+    const u_char  *start;
+
+    start = p;
+    n = 0;
+
+    while (p < end && (unsigned) (*p - '0') <= 9) {
+        if (p - start == 18) {
+            /* a longer one is the full analysis' to judge */
+            return NULL;
+        }
+
+        n = n * 10 + (*p++ - '0');
+    }
+
+    if (p == start || (*start == '0' && p - start > 1)
+        || (p < end && (*p == '.' || *p == 'e' || *p == 'E')))
+    {
+        return NULL;
+    }
+
+    *v = n;
+
+    return p;
 }
 
 
@@ -874,13 +1110,15 @@ ngx_http_llm_fast_event(const u_char *p, const u_char *end,
 
 static const u_char *
 ngx_http_llm_fast_choices(const u_char *p, const u_char *end,
-    ngx_http_llm_event_info_t *info)
+    ngx_http_llm_event_info_t *info, unsigned *n)
 {
     unsigned  w;
 
     p = ngx_http_llm_fast_open(p, end, '[');
 
     while (p && *p != ']') {
+        (*n)++;
+
         p = ngx_http_llm_fast_open(p, end, '{');
 
         while (p && *p != '}') {

@@ -81,6 +81,13 @@ void ngx_http_llm_event_analyze(int api, const u_char *name, size_t name_len,
 void ngx_http_llm_response_analyze(int api, const u_char *body, size_t len,
     ngx_http_llm_event_info_t *info);
 
+/*
+ * The same with the full analysis only, never the fast path: what the fast
+ * path must agree with on every body (unit tests and fuzz_response check).
+ */
+void ngx_http_llm_response_analyze_full(int api, const u_char *body,
+    size_t len, ngx_http_llm_event_info_t *info);
+
 
 /* SSE framer */
 

@@ -132,6 +132,7 @@
 #define NGX_HTTP_LLM_KEY_ROLE              18
 #define NGX_HTTP_LLM_KEY_TYPE              19
 #define NGX_HTTP_LLM_KEY_INCLUDE_USAGE     20
+#define NGX_HTTP_LLM_KEY_PROMPT_CACHE_KEY  21
 
 /* fields seen */
 #define NGX_HTTP_LLM_HAVE_MODEL            0x01
@@ -261,7 +262,7 @@ static const ngx_http_llm_inspect_key_t  ngx_http_llm_inspect_top_keys[] = {
     ngx_http_llm_key("request_id", EXCLUDED, 1),
     ngx_http_llm_key("store", EXCLUDED, 1),
     ngx_http_llm_key("service_tier", EXCLUDED, 1),
-    ngx_http_llm_key("prompt_cache_key", EXCLUDED, 1),
+    ngx_http_llm_key("prompt_cache_key", PROMPT_CACHE_KEY, 1),
     ngx_http_llm_key("safety_identifier", EXCLUDED, 1),
     { NULL, 0, 0, 0 }
 };
@@ -294,6 +295,7 @@ ngx_http_llm_inspect(ngx_http_llm_request_t *req, int api, const u_char *body,
     req->stream = NGX_HTTP_LLM_UNSET_FLAG;
     req->include_usage = NGX_HTTP_LLM_UNSET_FLAG;
     req->max_tokens = -1;
+    req->max_tokens_top = -1;
     req->n = -1;
     req->temperature = NAN;
     req->top_p = NAN;
@@ -313,6 +315,7 @@ ngx_http_llm_inspect(ngx_http_llm_request_t *req, int api, const u_char *body,
     req->stream_options_end = -1;
     req->object_end = 0;
     req->object_empty = 0;
+    req->prompt_cache_key = 0;
     req->error = NULL;
     req->error_param = NULL;
     req->error_offset = 0;
@@ -510,6 +513,11 @@ key:
 
         if (excluded) {
             f->flags |= NGX_HTTP_LLM_F_EXCLUDED;
+        }
+
+        if (f->key_id == NGX_HTTP_LLM_KEY_PROMPT_CACHE_KEY) {
+            /* the route does not add one then */
+            req->prompt_cache_key = 1;
         }
     }
 
@@ -1526,6 +1534,8 @@ ngx_http_llm_inspect_finish(ngx_http_llm_inspect_t *s)
 
     req->max_tokens = (s->max_completion_tokens >= 0)
                       ? s->max_completion_tokens : s->max_tokens;
+    req->max_tokens_top = (s->max_completion_tokens > s->max_tokens)
+                          ? s->max_completion_tokens : s->max_tokens;
 
     tokens = (req->text_bytes + NGX_HTTP_LLM_EST_BYTES_PER_TOKEN - 1)
              / NGX_HTTP_LLM_EST_BYTES_PER_TOKEN;

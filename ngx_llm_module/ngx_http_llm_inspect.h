@@ -66,6 +66,7 @@ typedef struct {
     int                         include_usage;  /* stream_options... */
     int64_t                     max_tokens;     /* max_tokens or
                                                    max_completion_tokens */
+    int64_t                     max_tokens_top; /* the larger of both */
     int64_t                     n;
     double                      temperature;    /* NaN when absent */
     double                      top_p;          /* NaN when absent */
@@ -106,6 +107,7 @@ typedef struct {
     ssize_t                     stream_options_end;     /* value end */
     size_t                      object_end;     /* offset of final '}' */
     unsigned                    object_empty;   /* '{}' */
+    unsigned                    prompt_cache_key; /* a top-level member */
 
     /* error details when inspect returns != OK */
     const char                 *error;          /* static message */

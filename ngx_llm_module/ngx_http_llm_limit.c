@@ -1554,7 +1554,7 @@ ngx_http_llm_limit_header_filter(ngx_http_request_t *r)
             return NGX_ERROR;
         }
 
-        len = ngx_sprintf(p, "%uD", lctx->hdr_rate[k]) - p;
+        len = ngx_http_llm_uint(p, lctx->hdr_rate[k]) - p;
 
         if (ngx_http_llm_limit_add_header(r, anthropic
                                              ? anthropic_names[k][0]
@@ -1565,7 +1565,7 @@ ngx_http_llm_limit_header_filter(ngx_http_request_t *r)
         }
 
         p += len;
-        len = ngx_sprintf(p, "%uL", lctx->hdr_remaining[k]) - p;
+        len = ngx_http_llm_uint(p, lctx->hdr_remaining[k]) - p;
 
         if (ngx_http_llm_limit_add_header(r, anthropic
                                              ? anthropic_names[k][1]

@@ -581,3 +581,30 @@ ngx_http_llm_set_api(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     return rv;
 }
+
+
+/*
+ * n in decimal at p (NGX_INT64_LEN bytes at most), the end returned:
+ * ngx_sprintf("%uL") without the format parsing, for the numbers every
+ * request writes (Content-Length, x-ratelimit-*)
+ */
+
+u_char *
+ngx_http_llm_uint(u_char *p, uint64_t n)
+{
+    u_char  *d;
+    u_char   tmp[NGX_INT64_LEN];
+
+    d = tmp + sizeof(tmp);
+
+    do {
+        *--d = (u_char) ('0' + n % 10);
+        n /= 10;
+    } while (n);
+
+    while (d < tmp + sizeof(tmp)) {
+        *p++ = *d++;
+    }
+
+    return p;
+}

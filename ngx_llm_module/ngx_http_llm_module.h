@@ -114,6 +114,7 @@ typedef struct {
     unsigned                    waiting_body:1;
     unsigned                    inspected:1;    /* body understood */
     unsigned                    stream_injected:1;  /* we asked usage */
+    unsigned                    body_routed:1;  /* the route rewrote it */
     unsigned                    sse_response:1;
     unsigned                    json_response:1;
     unsigned                    json_overflow:1;
@@ -206,6 +207,7 @@ const char *ngx_http_llm_api_name(ngx_uint_t api);
 void ngx_http_llm_clear_headers(ngx_http_request_t *r);
 u_char *ngx_http_llm_json_string(u_char *p, u_char *last, const u_char *s,
     size_t len);
+u_char *ngx_http_llm_uint(u_char *p, uint64_t n);
 
 
 #endif /* _NGX_HTTP_LLM_MODULE_H_INCLUDED_ */

@@ -850,15 +850,9 @@ ngx_http_llm_route_edit_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
-    ngx_http_llm_json_cur_init(&cur, body, len);
-
-    if (ngx_http_llm_json_enter(&cur, NGX_HTTP_LLM_JSON_OBJECT) != 1) {
-        return NGX_ERROR;
-    }
-
     n = 0;
     first = 1;
-    has_pck = 0;
+    has_pck = ctx->req.prompt_cache_key;
 
     /* breakpoints: Anthropic's limit counts those the client set */
 
@@ -868,6 +862,38 @@ ngx_http_llm_route_edit_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         left = NGX_HTTP_LLM_BREAKPOINTS_MAX
                - ngx_min(ctx->link->shape->client_breakpoints,
                          NGX_HTTP_LLM_BREAKPOINTS_MAX);
+    }
+
+    /*
+     * the usual decision keeps the model, lowers no max_tokens (the
+     * inspection read both spellings) and marks nothing: at most a
+     * prompt_cache_key to add before the final '}', which the inspection
+     * found, like any prompt_cache_key of the client; no second pass over
+     * the body while it is the one inspected
+     */
+
+    if (left == 0
+        && (d->max_tokens_cap <= 0
+            || ctx->req.max_tokens_top <= d->max_tokens_cap)
+        && (d->model.len == 0
+            || (d->model.len == ctx->model.len
+                && ngx_strncmp(d->model.data, ctx->model.data, d->model.len)
+                   == 0))
+        && !ctx->stream_injected
+        && !ctx->body_routed
+        && !ctx->req.object_empty
+        && ctx->req.object_end < len
+        && body[ctx->req.object_end] == '}')
+    {
+        cur.p = body + ctx->req.object_end + 1;
+        rc = 0;
+        goto add;
+    }
+
+    ngx_http_llm_json_cur_init(&cur, body, len);
+
+    if (ngx_http_llm_json_enter(&cur, NGX_HTTP_LLM_JSON_OBJECT) != 1) {
+        return NGX_ERROR;
     }
 
     while ((rc = ngx_http_llm_json_next(&cur, &first, &key)) == 1) {
@@ -919,8 +945,8 @@ ngx_http_llm_route_edit_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                     return NGX_ERROR;
                 }
 
-                edits[n].text.len = ngx_sprintf(edits[n].text.data, "%L",
-                                                d->max_tokens_cap)
+                edits[n].text.len = ngx_http_llm_uint(edits[n].text.data,
+                                                      d->max_tokens_cap)
                                     - edits[n].text.data;
                 n++;
             }
@@ -970,6 +996,8 @@ ngx_http_llm_route_edit_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         return NGX_ERROR;
     }
 
+add:
+
     if (rc == 0 && !has_pck && d->prompt_cache_key.len
         && !NGX_HTTP_LLM_IS_ANTHROPIC(ctx->api))
     {
@@ -985,8 +1013,10 @@ ngx_http_llm_route_edit_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
             return NGX_ERROR;
         }
 
-        ngx_sprintf(edits[n].text.data, ",\"prompt_cache_key\":\"%V\"",
-                    &d->prompt_cache_key);
+        p = ngx_cpymem(edits[n].text.data, ",\"prompt_cache_key\":\"",
+                       sizeof(",\"prompt_cache_key\":\"") - 1);
+        p = ngx_cpymem(p, d->prompt_cache_key.data, d->prompt_cache_key.len);
+        *p = '"';
         n++;
     }
 
@@ -1029,6 +1059,7 @@ ngx_http_llm_route_edit_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     r->request_body->bufs = cl;
     r->request_body->buf = b;
     r->headers_in.content_length_n = size;
+    ctx->body_routed = 1;
 
     if (r->headers_in.content_length) {
         p = ngx_pnalloc(r->pool, NGX_OFF_T_LEN);
@@ -1038,7 +1069,7 @@ ngx_http_llm_route_edit_body(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
 
         r->headers_in.content_length->value.data = p;
         r->headers_in.content_length->value.len =
-                                          ngx_sprintf(p, "%uz", size) - p;
+                                          ngx_http_llm_uint(p, size) - p;
     }
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,

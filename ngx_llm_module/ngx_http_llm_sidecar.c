@@ -13,6 +13,7 @@
 #include <ngx_http.h>
 
 #include "ngx_http_llm_module.h"
+#include "ngx_http_llm_json.h"
 
 
 /* the largest answer the client accepts (route and usage answers are small) */
@@ -97,6 +98,12 @@ typedef struct {
 } ngx_http_llm_spool_batch_t;
 
 
+static ngx_http_llm_sidecar_call_t *ngx_http_llm_sidecar_call_create(
+    ngx_msec_t timeout, ngx_http_llm_sidecar_handler_pt handler, void *data);
+static ngx_http_llm_sidecar_call_t *ngx_http_llm_sidecar_call_start(
+    ngx_http_llm_sidecar_call_t *call, ngx_addr_t *addr, ngx_buf_t *out);
+static u_char *ngx_http_llm_sidecar_head(u_char *p, const char *path,
+    size_t len);
 static ngx_int_t ngx_http_llm_sidecar_connect(
     ngx_http_llm_sidecar_call_t *call);
 static void ngx_http_llm_sidecar_attach(ngx_http_llm_sidecar_call_t *call,
@@ -147,6 +154,15 @@ static ngx_queue_t   ngx_http_llm_sidecar_cache;
 static ngx_queue_t   ngx_http_llm_sidecar_free;
 static ngx_log_t     ngx_http_llm_sidecar_idle_log;
 
+/*
+ * the buffer usage batches are written into, kept for the next batch: one
+ * batch is in flight at a time (busy while it is); a batch of hundreds of
+ * KB allocated and freed each time cost page faults and a copy
+ */
+static u_char       *ngx_http_llm_spool_out;
+static size_t        ngx_http_llm_spool_out_size;
+static ngx_uint_t    ngx_http_llm_spool_out_busy;
+
 /* the spool zone of this worker's cycle: the link counters live there */
 static ngx_http_llm_spool_shctx_t  *ngx_http_llm_sidecar_sh;
 
@@ -159,9 +175,51 @@ ngx_http_llm_sidecar_call(ngx_addr_t *addr, const char *path,
     ngx_http_llm_sidecar_handler_pt handler, void *data)
 {
     size_t                        len;
-    ngx_pool_t                   *pool;
     ngx_buf_t                    *b;
-    ngx_connection_t             *c;
+    ngx_http_llm_sidecar_call_t  *call;
+
+    call = ngx_http_llm_sidecar_call_create(timeout, handler, data);
+    if (call == NULL) {
+        return NULL;
+    }
+
+    len = sizeof("POST  HTTP/1.1" CRLF "Host: llm-sidecar" CRLF
+                 "Content-Type: application/json" CRLF
+                 "Content-Length: " CRLF CRLF) - 1
+          + ngx_strlen(path) + NGX_SIZE_T_LEN + body->len;
+
+    b = ngx_create_temp_buf(call->pool, len);
+    if (b == NULL) {
+        ngx_destroy_pool(call->pool);
+        return NULL;
+    }
+
+    b->last = ngx_http_llm_sidecar_head(b->last, path, body->len);
+    b->last = ngx_cpymem(b->last, body->data, body->len);
+
+    return ngx_http_llm_sidecar_call_start(call, addr, b);
+}
+
+
+/* the request line and headers of a call with a body of len bytes */
+
+static u_char *
+ngx_http_llm_sidecar_head(u_char *p, const char *path, size_t len)
+{
+    /* HTTP/1.1 keeps the connection open for the next call */
+
+    return ngx_sprintf(p, "POST %s HTTP/1.1" CRLF
+                       "Host: llm-sidecar" CRLF
+                       "Content-Type: application/json" CRLF
+                       "Content-Length: %uz" CRLF CRLF, path, len);
+}
+
+
+static ngx_http_llm_sidecar_call_t *
+ngx_http_llm_sidecar_call_create(ngx_msec_t timeout,
+    ngx_http_llm_sidecar_handler_pt handler, void *data)
+{
+    ngx_pool_t                   *pool;
     ngx_http_llm_sidecar_call_t  *call;
 
     pool = ngx_create_pool(1024, ngx_cycle->log);
@@ -171,7 +229,8 @@ ngx_http_llm_sidecar_call(ngx_addr_t *addr, const char *path,
 
     call = ngx_pcalloc(pool, sizeof(ngx_http_llm_sidecar_call_t));
     if (call == NULL) {
-        goto failed;
+        ngx_destroy_pool(pool);
+        return NULL;
     }
 
     call->pool = pool;
@@ -191,24 +250,22 @@ ngx_http_llm_sidecar_call(ngx_addr_t *addr, const char *path,
     call->log.log_level = NGX_LOG_ALERT;
     pool->log = &call->log;
 
-    len = sizeof("POST  HTTP/1.1" CRLF "Host: llm-sidecar" CRLF
-                 "Content-Type: application/json" CRLF
-                 "Content-Length: " CRLF CRLF) - 1
-          + ngx_strlen(path) + NGX_SIZE_T_LEN + body->len;
+    return call;
+}
 
-    b = ngx_create_temp_buf(pool, len);
-    if (b == NULL) {
-        goto failed;
-    }
 
-    /* HTTP/1.1 keeps the connection open for the next call */
+/*
+ * sends out (the whole request; it stays the caller's and must outlive
+ * the call when not in the call's pool) on an idle or a new connection
+ */
 
-    b->last = ngx_sprintf(b->last, "POST %s HTTP/1.1" CRLF
-                          "Host: llm-sidecar" CRLF
-                          "Content-Type: application/json" CRLF
-                          "Content-Length: %uz" CRLF CRLF, path, body->len);
-    b->last = ngx_cpymem(b->last, body->data, body->len);
-    call->out = b;
+static ngx_http_llm_sidecar_call_t *
+ngx_http_llm_sidecar_call_start(ngx_http_llm_sidecar_call_t *call,
+    ngx_addr_t *addr, ngx_buf_t *out)
+{
+    ngx_connection_t  *c;
+
+    call->out = out;
 
     call->peer.sockaddr = addr->sockaddr;
     call->peer.socklen = addr->socklen;
@@ -227,15 +284,11 @@ ngx_http_llm_sidecar_call(ngx_addr_t *addr, const char *path,
 
     } else if (ngx_http_llm_sidecar_connect(call) != NGX_OK) {
         ngx_http_llm_sidecar_set_up(0);
-        goto failed;
+        ngx_destroy_pool(call->pool);
+        return NULL;
     }
 
     return call;
-
-failed:
-
-    ngx_destroy_pool(pool);
-    return NULL;
 }
 
 
@@ -1156,15 +1209,16 @@ ngx_http_llm_sidecar_exit_master(ngx_cycle_t *cycle)
 static void
 ngx_http_llm_spool_flush(ngx_cycle_t *cycle, ngx_http_llm_sidecar_conf_t *scf)
 {
-    u_char                      *p;
-    uint32_t                     n;
-    uint64_t                     off, dropped;
-    ngx_str_t                    body;
-    ngx_uint_t                   records;
-    ngx_pool_t                  *pool;
-    ngx_http_llm_spool_t        *spool;
-    ngx_http_llm_spool_batch_t  *batch;
-    ngx_http_llm_spool_shctx_t  *sh;
+    u_char                       *p;
+    size_t                        len, size;
+    uint32_t                      n;
+    uint64_t                      off, dropped;
+    ngx_buf_t                    *out;
+    ngx_uint_t                    records;
+    ngx_http_llm_spool_t         *spool;
+    ngx_http_llm_spool_batch_t   *batch;
+    ngx_http_llm_spool_shctx_t   *sh;
+    ngx_http_llm_sidecar_call_t  *call;
 
     spool = scf->spool->data;
     sh = spool->sh;
@@ -1191,7 +1245,13 @@ ngx_http_llm_spool_flush(ngx_cycle_t *cycle, ngx_http_llm_sidecar_conf_t *scf)
         goto log;
     }
 
-    /* the batch's size first, then one allocation outside the lock */
+    if (ngx_http_llm_spool_out_busy) {
+        /* this worker's last batch is still being answered */
+        ngx_shmtx_unlock(&spool->shpool->mutex);
+        goto log;
+    }
+
+    /* the batch's size first */
 
     off = sh->tail;
     records = 0;
@@ -1209,29 +1269,42 @@ ngx_http_llm_spool_flush(ngx_cycle_t *cycle, ngx_http_llm_sidecar_conf_t *scf)
         records++;
     }
 
-    pool = ngx_create_pool(off - sh->tail + 1024, cycle->log);
+    /* the records without their lengths, a comma after each, the frame */
 
-    if (pool == NULL) {
-        ngx_shmtx_unlock(&spool->shpool->mutex);
-        return;
-    }
+    len = off - sh->tail - records * sizeof(n) + records
+          + sizeof("{\"records\":[}") - 1;
 
-    body.data = ngx_pnalloc(pool, off - sh->tail + records
-                                  + sizeof("{\"records\":[]}"));
-    batch = ngx_calloc(sizeof(ngx_http_llm_spool_batch_t), cycle->log);
+    size = sizeof("POST /v1/usage HTTP/1.1" CRLF "Host: llm-sidecar" CRLF
+                  "Content-Type: application/json" CRLF
+                  "Content-Length: " CRLF CRLF) - 1
+           + NGX_SIZE_T_LEN + len;
 
-    if (body.data == NULL || batch == NULL) {
-        ngx_shmtx_unlock(&spool->shpool->mutex);
-        ngx_destroy_pool(pool);
+    if (size > ngx_http_llm_spool_out_size) {
+        size = ngx_max(size, NGX_HTTP_LLM_SIDECAR_BATCH_BYTES + 4096);
+        p = ngx_alloc(size, cycle->log);
 
-        if (batch) {
-            ngx_free(batch);
+        if (p == NULL) {
+            ngx_shmtx_unlock(&spool->shpool->mutex);
+            return;
         }
 
+        if (ngx_http_llm_spool_out) {
+            ngx_free(ngx_http_llm_spool_out);
+        }
+
+        ngx_http_llm_spool_out = p;
+        ngx_http_llm_spool_out_size = size;
+    }
+
+    batch = ngx_calloc(sizeof(ngx_http_llm_spool_batch_t), cycle->log);
+
+    if (batch == NULL) {
+        ngx_shmtx_unlock(&spool->shpool->mutex);
         return;
     }
 
-    p = ngx_cpymem(body.data, "{\"records\":[", 12);
+    p = ngx_http_llm_sidecar_head(ngx_http_llm_spool_out, "/v1/usage", len);
+    p = ngx_cpymem(p, "{\"records\":[", 12);
 
     for (off = sh->tail; off < sh->head && records; records--) {
         ngx_http_llm_spool_copy(sh, (u_char *) &n, off, sizeof(n));
@@ -1244,7 +1317,6 @@ ngx_http_llm_spool_flush(ngx_cycle_t *cycle, ngx_http_llm_sidecar_conf_t *scf)
 
     p[-1] = ']';
     *p++ = '}';
-    body.len = p - body.data;
 
     batch->spool = spool;
     batch->seq = ++sh->seq;
@@ -1258,21 +1330,34 @@ ngx_http_llm_spool_flush(ngx_cycle_t *cycle, ngx_http_llm_sidecar_conf_t *scf)
 
     ngx_log_debug2(NGX_LOG_DEBUG_HTTP, cycle->log, 0,
                    "llm sidecar: usage batch of %ui records, %uz bytes",
-                   batch->records, body.len);
+                   batch->records, len);
 
     ngx_http_llm_sidecar_count(NGX_HTTP_LLM_LINK_USAGE_CALL);
 
-    if (ngx_http_llm_sidecar_call(scf->addr, "/v1/usage", &body,
-                                  scf->timeout, ngx_http_llm_spool_done,
-                                  batch)
-        == NULL)
-    {
+    ngx_http_llm_spool_out_busy = 1;
+
+    call = ngx_http_llm_sidecar_call_create(scf->timeout,
+                                            ngx_http_llm_spool_done, batch);
+    out = call ? ngx_calloc_buf(call->pool) : NULL;
+
+    if (out == NULL) {
+        if (call) {
+            ngx_destroy_pool(call->pool);
+        }
+
         ngx_http_llm_spool_done(batch, NGX_ERROR, NULL);
+        goto log;
     }
 
-    /* the call copied the body */
+    out->start = ngx_http_llm_spool_out;
+    out->pos = out->start;
+    out->last = p;
+    out->end = out->start + ngx_http_llm_spool_out_size;
+    out->temporary = 1;
 
-    ngx_destroy_pool(pool);
+    if (ngx_http_llm_sidecar_call_start(call, scf->addr, out) == NULL) {
+        ngx_http_llm_spool_done(batch, NGX_ERROR, NULL);
+    }
 
 log:
 
@@ -1290,6 +1375,8 @@ static void
 ngx_http_llm_spool_done(void *data, ngx_int_t status, ngx_str_t *body)
 {
     ngx_http_llm_spool_batch_t  *batch = data;
+
+    ngx_http_llm_spool_out_busy = 0;
 
     ngx_http_llm_spool_report(batch, status, body);
     ngx_free(batch);
@@ -1419,6 +1506,7 @@ static u_char *
 ngx_http_llm_sidecar_int(u_char *p, u_char *last, int64_t n)
 {
     u_char    *d;
+    size_t     len;
     uint64_t   v;
     u_char     tmp[NGX_INT64_LEN + 1];
 
@@ -1434,8 +1522,19 @@ ngx_http_llm_sidecar_int(u_char *p, u_char *last, int64_t n)
         *--d = '-';
     }
 
-    return ngx_http_llm_sidecar_cpy(p, last, (char *) d,
-                                    tmp + sizeof(tmp) - d);
+    len = tmp + sizeof(tmp) - d;
+
+    if (len > (size_t) (last - p)) {
+        return last;
+    }
+
+    /* a few bytes: a loop, not a memcpy() call */
+
+    while (d < tmp + sizeof(tmp)) {
+        *p++ = *d++;
+    }
+
+    return p;
 }
 
 
@@ -1723,8 +1822,9 @@ ngx_http_llm_sidecar_metrics(ngx_http_request_t *r, ngx_chain_t **ll,
 u_char *
 ngx_http_llm_sidecar_json_str(u_char *p, u_char *last, ngx_str_t *s)
 {
-    u_char      c;
-    ngx_uint_t  i;
+    u_char         c;
+    size_t         n;
+    const u_char  *q, *run, *end;
 
     static u_char  hex[] = "0123456789abcdef";
 
@@ -1734,8 +1834,43 @@ ngx_http_llm_sidecar_json_str(u_char *p, u_char *last, ngx_str_t *s)
 
     *p++ = '"';
 
-    for (i = 0; i < s->len; i++) {
-        c = s->data[i];
+    q = s->data;
+    end = q + s->len;
+
+    for ( ;; ) {
+
+        /* a run of bytes that go as they are, copied at once */
+
+        run = q;
+
+#if defined(__SSE2__)
+        /* 16 bytes at a time while none needs a look */
+
+        while (end - q >= 16
+               && ngx_http_llm_json_mask(_mm_loadu_si128((const __m128i *) q))
+                  == 0)
+        {
+            q += 16;
+        }
+#endif
+
+        while (q < end && *q >= 0x20 && *q != '"' && *q != '\\') {
+            q++;
+        }
+
+        n = q - run;
+
+        if (n + 2 > (size_t) (last - p)) {
+            return last;
+        }
+
+        p = ngx_cpymem(p, run, n);
+
+        if (q == end) {
+            break;
+        }
+
+        c = *q++;
 
         if (p + 7 > last) {
             return last;
@@ -1745,13 +1880,10 @@ ngx_http_llm_sidecar_json_str(u_char *p, u_char *last, ngx_str_t *s)
             *p++ = '\\';
             *p++ = c;
 
-        } else if (c < 0x20) {
+        } else {
             p = ngx_cpymem(p, "\\u00", 4);
             *p++ = hex[c >> 4];
             *p++ = hex[c & 0xf];
-
-        } else {
-            *p++ = c;
         }
     }
 

@@ -946,7 +946,11 @@ ngx_http_llm_is_type(ngx_http_request_t *r, char *type, size_t len)
 
     ct = &r->headers_out.content_type;
 
-    if (ct->len < len || ngx_strncasecmp(ct->data, (u_char *) type, len) != 0)
+    /* the usual spelling first: one memcmp(), not a byte loop */
+
+    if (ct->len < len
+        || (ngx_memcmp(ct->data, type, len) != 0
+            && ngx_strncasecmp(ct->data, (u_char *) type, len) != 0))
     {
         return NGX_DECLINED;
     }

@@ -116,6 +116,25 @@ X-Team: t040-kinds
 
 
 
+=== TEST 1b: a team with quotes and a backslash, longer than 16 bytes, reaches the ledger as it was sent (the record's JSON escaping)
+--- more_headers
+Content-Type: application/json
+X-Team: t040 "quoted\team" and a long tail
+--- request eval
+["POST /v1/chat/completions
+{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]}",
+"POST /v1/chat/completions
+{\"model\":\"gpt-4o-mini\",\"messages\":[{\"role\":\"user\",\"content\":\"b\"}]}",
+"GET /spend?wait=0.5&team=t040%20%22quoted%5Cteam%22%20and%20a%20long%20tail"]
+--- error_code eval
+[200, 200, 200]
+--- response_body_like eval
+[qr/./, qr/./, qr/"t040 \\"quoted\\\\team\\" and a long tail".*"total":\{"requests":2,"errors":0,/]
+--- no_error_log eval
+[qr/llm sidecar rejected/, qr/llm sidecar rejected/, qr/llm sidecar rejected/]
+
+
+
 === TEST 2: records wait in the spool while the sidecar is down and are delivered when it is back
 --- init
 Sidecar::start_later(1.0);

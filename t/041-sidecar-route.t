@@ -93,6 +93,42 @@ X-Served: gpt-4.1
 
 
 
+=== TEST 2a: the model kept: only the prompt_cache_key is added, right before the final '}' the inspection found (not a '}' in a string; Content-Length right)
+--- request eval
+"POST /v1/chat/completions
+{\"model\":\"gpt-4.1\",\"messages\":[{\"role\":\"user\",\"content\":\"}\"}] \n}"
+--- error_code: 200
+--- response_headers
+X-Served: gpt-4.1
+--- response_body_like: ^\{"model":"gpt-4\.1","messages":\[\{"role":"user","content":"\}"\}\] \n,"prompt_cache_key":"pck_[0-9a-f]{16}"\}$
+
+
+
+=== TEST 2b: the client's own prompt_cache_key, even with an escaped key, is kept and not doubled
+--- request eval
+["POST /v1/chat/completions
+{\"model\":\"gpt-4.1\",\"prompt_cache_key\":\"mine\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+"POST /v1/chat/completions
+{\"model\":\"gpt-4.1\",\"prompt\\u005fcache_key\":\"mine\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}"]
+--- error_code eval
+[200, 200]
+--- response_body eval
+["{\"model\":\"gpt-4.1\",\"prompt_cache_key\":\"mine\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}",
+"{\"model\":\"gpt-4.1\",\"prompt\\u005fcache_key\":\"mine\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}"]
+
+
+
+=== TEST 2c: the model kept, one of both max_tokens spellings over the cap: that one is lowered, the other kept
+--- request
+POST /v1/chat/completions
+{"model":"gpt-4.1-nano","max_completion_tokens":10,"max_tokens":999999,"messages":[{"role":"user","content":"hi"}]}
+--- error_code: 200
+--- response_headers
+X-Served: gpt-4.1-nano
+--- response_body_like: ^\{"model":"gpt-4\.1-nano","max_completion_tokens":10,"max_tokens":32768,"messages":\[\{"role":"user","content":"hi"\}\],"prompt_cache_key":"pck_[0-9a-f]{16}"\}$
+
+
+
 === TEST 3: a model the team may not use is denied with 403 in the OpenAI shape
 --- more_headers
 Content-Type: application/json

@@ -30,12 +30,42 @@ event(int api, const char *name, const char *data)
 }
 
 
+/* every body: the fast path (when it takes it) agrees with the full one */
+
+static void
+same_info(const ngx_http_llm_event_info_t *a,
+    const ngx_http_llm_event_info_t *b)
+{
+    assert_int_equal(a->content, b->content);
+    assert_int_equal(a->usage, b->usage);
+    assert_int_equal(a->usage_only, b->usage_only);
+    assert_int_equal(a->done, b->done);
+    assert_int_equal(a->error, b->error);
+    assert_int_equal(a->finish, b->finish);
+    assert_int_equal(a->content_bytes, b->content_bytes);
+    assert_memory_equal(&a->u, &b->u, sizeof(ngx_http_llm_usage_t));
+}
+
+
+static void
+response_n(int api, const char *body, size_t len)
+{
+    ngx_http_llm_event_info_t  full;
+
+    memset(&info, 0x5a, sizeof(info));
+    ngx_http_llm_response_analyze(api, (const u_char *) body, len, &info);
+
+    memset(&full, 0xa5, sizeof(full));
+    ngx_http_llm_response_analyze_full(api, (const u_char *) body, len,
+                                       &full);
+    same_info(&info, &full);
+}
+
+
 static void
 response(int api, const char *body)
 {
-    memset(&info, 0x5a, sizeof(info));
-    ngx_http_llm_response_analyze(api, (const u_char *) body, strlen(body),
-                                  &info);
+    response_n(api, body, strlen(body));
 }
 
 
@@ -402,6 +432,105 @@ test_responses(void **state)
 }
 
 
+/*
+ * A chat.completion takes the fast path, usage object included: the same
+ * figures as the full analysis for the shapes only one of them reads,
+ * and nothing at all from a cut or trailed body
+ */
+
+static void
+test_response_fast(void **state)
+{
+    size_t       i, len;
+    const char  *body;
+
+    body = J("{'id':'chatcmpl-1','object':'chat.completion','created':1,"
+             "'model':'m','choices':[{'index':0,'message':{'role':"
+             "'assistant','content':'Hi \u00e9','refusal':null,"
+             "'annotations':[]},'logprobs':null,'finish_reason':'stop'}],"
+             "'usage':{'prompt_tokens':22,'completion_tokens':16,"
+             "'total_tokens':38,'prompt_tokens_details':{'cached_tokens':"
+             "16,'audio_tokens':0},'completion_tokens_details':"
+             "{'reasoning_tokens':3}},'system_fingerprint':'fp'}");
+
+    response(OAI, body);
+    assert_flags(1, 1, 0, 0, 0, 1);
+    assert_int_equal(info.content_bytes, 5);
+    assert_usage(22, 16, 16, -1, 3);
+
+    /* every cut of it is no response at all */
+
+    len = strlen(body);
+
+    for (i = 0; i < len; i++) {
+        response_n(OAI, body, i);
+        assert_empty();
+    }
+
+    /* nor is it with something after it */
+
+    response(OAI, J("{'choices':[],'usage':{'prompt_tokens':1}} x"));
+    assert_empty();
+
+    response(OAI, J("{'choices':[],'usage':{'prompt_tokens':1}}}"));
+    assert_empty();
+
+    /* escaped keys in usage (the fast path reads it with the cursor) */
+
+    response(OAI, J("{'choices':[{'message':{'content':'x'}}],'usage':"
+                    "{'prompt\\u005ftokens':7,'completion_tokens':2}}"));
+    assert_flags(1, 1, 0, 0, 0, 0);
+    assert_usage(7, 2, -1, -1, -1);
+
+    /* a usage-only body, like the include_usage chunk */
+
+    response(OAI, J("{'choices':[],'usage':{'prompt_tokens':4,"
+                    "'completion_tokens':0}}"));
+    assert_flags(0, 1, 1, 0, 0, 0);
+    assert_usage(4, 0, -1, -1, -1);
+
+    /* counts the fast path leaves to the full analysis */
+
+    response(OAI, J("{'choices':[],'usage':{'prompt_tokens':-1,"
+                    "'completion_tokens':2.0,'prompt_tokens_details':null,"
+                    "'completion_tokens_details':{'reasoning_tokens':1e1}}}"));
+    assert_flags(0, 1, 1, 0, 0, 0);
+    assert_usage(-1, 2, -1, -1, 10);
+
+    response(OAI, J("{'choices':[],'usage':{'prompt_tokens':"
+                    "12345678901234567890}}"));
+    assert_flags(0, 0, 0, 0, 0, 0);
+    assert_usage(-1, -1, -1, -1, -1);
+
+    response(OAI, J("{'choices':[],'usage':{'prompt_tokens':012}}"));
+    assert_empty();
+
+    /* Anthropic names in an OpenAI-shaped body: the same sum */
+
+    response(OAI, J("{'choices':[],'usage':{'input_tokens':3,"
+                    "'cache_read_input_tokens':4,"
+                    "'cache_creation_input_tokens':5,'output_tokens':6,"
+                    "'prompt_tokens_details':{'cached_tokens':1}}}"));
+    assert_flags(0, 1, 1, 0, 0, 0);
+    assert_usage(12, 6, 1, 5, -1);
+
+    /* a bad member in usage makes the body nothing, on either path */
+
+    response(OAI, J("{'choices':[],'usage':{'prompt_tokens':4,}}"));
+    assert_empty();
+
+    response(OAI, J("{'choices':[{'message':{'tool_calls':[]}}],'usage':"
+                    "{'prompt_tokens':4,}}"));
+    assert_empty();
+
+    /* an error object after choices still makes it an error (full path) */
+
+    response(OAI, J("{'choices':[],'usage':{'prompt_tokens':4},"
+                    "'error':{'message':'x'}}"));
+    assert_flags(0, 1, 1, 0, 1, 0);
+}
+
+
 /* a whole stream through the framer, split at every point */
 
 typedef struct {
@@ -622,6 +751,7 @@ main(void)
         cmocka_unit_test(test_usage_merge),
         cmocka_unit_test(test_garbage),
         cmocka_unit_test(test_responses),
+        cmocka_unit_test(test_response_fast),
         cmocka_unit_test(test_openai_stream),
         cmocka_unit_test(test_anthropic_stream),
     };

@@ -152,6 +152,51 @@ bool valid_usage_string(std::string_view s) {
   return true;
 }
 
+// The member of a usage record a key names for the fast path, in the
+// order of parse_usage_fast's tables: 0-7 the strings (request_id,
+// key_hash, team, model, served_model, upstream, usage_source,
+// cache_status), 8-15 the counts (prompt_tokens, cached_tokens,
+// cache_write_tokens, completion_tokens, reasoning_tokens, status,
+// ttft_ms, duration_ms), 16 "ts", -1 the others.
+// By length first: one comparison a key, not a search of both tables.
+int usage_key(std::string_view k) {
+  switch (k.size()) {
+  case 2:
+    return k == "ts" ? 16 : -1;
+  case 4:
+    return k == "team" ? 2 : -1;
+  case 5:
+    return k == "model" ? 3 : -1;
+  case 6:
+    return k == "status" ? 13 : -1;
+  case 7:
+    return k == "ttft_ms" ? 14 : -1;
+  case 8:
+    return k == "key_hash" ? 1 : k == "upstream" ? 5 : -1;
+  case 10:
+    return k == "request_id" ? 0 : -1;
+  case 11:
+    return k == "duration_ms" ? 15 : -1;
+  case 12:
+    return k == "served_model"   ? 4
+           : k == "usage_source" ? 6
+           : k == "cache_status" ? 7
+                                 : -1;
+  case 13:
+    return k == "prompt_tokens"   ? 8
+           : k == "cached_tokens" ? 9
+                                  : -1;
+  case 16:
+    return k == "reasoning_tokens" ? 12 : -1;
+  case 17:
+    return k == "completion_tokens" ? 11 : -1;
+  case 18:
+    return k == "cache_write_tokens" ? 10 : -1;
+  default:
+    return -1;
+  }
+}
+
 // The fast path of one usage record: one pass over its members, strings
 // assigned into r's existing buffers (a reused record allocates nothing).
 // Returns false whenever anything is unusual (a missing or repeated
@@ -167,18 +212,11 @@ bool parse_usage_fast(simdjson::dom::element item, TimeMs now,
                                &r.model,        &r.served_model,
                                &r.upstream,     &r.usage_source,
                                &r.cache_status};
-  static constexpr std::string_view str_keys[] = {
-      "request_id",   "key_hash", "team",         "model",
-      "served_model", "upstream", "usage_source", "cache_status"};
   std::int64_t status = 200;
   std::int64_t *const nums[] = {&r.prompt_tokens,     &r.cached_tokens,
                                 &r.cache_write_tokens, &r.completion_tokens,
                                 &r.reasoning_tokens,  &status,
                                 &r.ttft_ms,           &r.duration_ms};
-  static constexpr std::string_view num_keys[] = {
-      "prompt_tokens",     "cached_tokens",    "cache_write_tokens",
-      "completion_tokens", "reasoning_tokens", "status",
-      "ttft_ms",           "duration_ms"};
   for (std::string *s : strs) {
     s->clear();
   }
@@ -194,13 +232,8 @@ bool parse_usage_fast(simdjson::dom::element item, TimeMs now,
     if (field.value.is_null()) {
       return false; // absent for the exact path; rare
     }
-    int idx = -1;
-    for (int j = 0; j < 8; ++j) {
-      if (k == str_keys[j]) {
-        idx = j;
-        break;
-      }
-    }
+    const int key = usage_key(k);
+    int idx = key < 8 ? key : -1;
     if (idx >= 0) {
       std::string_view v;
       if ((seen & (1u << idx)) ||
@@ -211,12 +244,7 @@ bool parse_usage_fast(simdjson::dom::element item, TimeMs now,
       strs[idx]->assign(v);
       continue;
     }
-    for (int j = 0; j < 8; ++j) {
-      if (k == num_keys[j]) {
-        idx = j;
-        break;
-      }
-    }
+    idx = key >= 8 && key < 16 ? key - 8 : -1;
     if (idx >= 0) {
       std::int64_t v = 0;
       if ((seen & (1u << (8 + idx))) ||
@@ -228,7 +256,7 @@ bool parse_usage_fast(simdjson::dom::element item, TimeMs now,
       *nums[idx] = v;
       continue;
     }
-    if (k == "ts") {
+    if (key == 16) {
       if (seen & (1u << 16)) {
         return false;
       }

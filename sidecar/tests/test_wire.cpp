@@ -75,6 +75,43 @@ TEST(Wire, UsageBatchKeepsValidRecordsAndNamesTheOthers) {
   EXPECT_EQ(rejected[1], "records[3].ts: must be ISO 8601 UTC or unix ms");
 }
 
+// The module's record shape, every member a distinct value: each key
+// lands in its own field on the fast path ("tier" and unknown keys are
+// ignored).
+TEST(Wire, UsageRecordEveryMemberInItsField) {
+  std::vector<UsageRecord> records;
+  std::vector<std::string> rejected;
+  ASSERT_FALSE(parse_usage_batch(
+      R"({"records":[{"request_id":"rid","key_hash":"kh","team":"tm",
+          "model":"mo","served_model":"sm","upstream":"up",
+          "prompt_tokens":1,"cached_tokens":2,"cache_write_tokens":3,
+          "completion_tokens":4,"reasoning_tokens":5,
+          "usage_source":"estimated","status":206,"ttft_ms":7,
+          "duration_ms":8,"cache_status":"cs","tier":"primary",
+          "zzzzzzzzzzzz":1,"ts":1700000000123}]})",
+      k_now, records, rejected));
+  ASSERT_EQ(records.size(), 1u);
+  ASSERT_TRUE(rejected.empty());
+  const UsageRecord &r = records[0];
+  EXPECT_EQ(r.request_id, "rid");
+  EXPECT_EQ(r.key_hash, "kh");
+  EXPECT_EQ(r.team, "tm");
+  EXPECT_EQ(r.model, "mo");
+  EXPECT_EQ(r.served_model, "sm");
+  EXPECT_EQ(r.upstream, "up");
+  EXPECT_EQ(r.usage_source, "estimated");
+  EXPECT_EQ(r.cache_status, "cs");
+  EXPECT_EQ(r.prompt_tokens, 1);
+  EXPECT_EQ(r.cached_tokens, 2);
+  EXPECT_EQ(r.cache_write_tokens, 3);
+  EXPECT_EQ(r.completion_tokens, 4);
+  EXPECT_EQ(r.reasoning_tokens, 5);
+  EXPECT_EQ(r.status, 206);
+  EXPECT_EQ(r.ttft_ms, 7);
+  EXPECT_EQ(r.duration_ms, 8);
+  EXPECT_EQ(r.ts, 1700000000123);
+}
+
 TEST(Wire, UsageBatchRefusedAsAWhole) {
   std::vector<UsageRecord> records;
   std::vector<std::string> rejected;
