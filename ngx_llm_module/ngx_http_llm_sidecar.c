@@ -1834,6 +1834,12 @@ ngx_http_llm_sidecar_json_str(u_char *p, u_char *last, ngx_str_t *s)
 
     *p++ = '"';
 
+    if (s->len == 0) {
+        /* an unset string has no data to point into */
+        *p++ = '"';
+        return p;
+    }
+
     q = s->data;
     end = q + s->len;
 
