@@ -633,6 +633,7 @@ test_ring_spills(void **state)
     /* the owner ineligible: the next peer clockwise is the owner now */
     p[o].inflight = 9;
     p[o].eligible = 0;
+    p[x].inflight = 0;
     assert_int_equal(SPILLS(NULL, 0), 0);
 
     /* no eligible peer: waiting would not help */
