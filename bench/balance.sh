@@ -36,7 +36,7 @@ slo=${BENCH_SLO_MS:-50} slo_cold=${BENCH_SLO_COLD_MS:-100}
 prefill_us=${BENCH_PREFILL_US:-40} blocks=${BENCH_CACHE_BLOCKS:-2560}
 requests=${BENCH_REQUESTS:-1024}
 rounds=${BENCH_ROUNDS:-3} secs=${BENCH_SECONDS:-5}
-methods=${BENCH_METHODS:-rr least_conn random2 least_tokens peak_ewma prefix prefix_e1 prefix_s1 oracle}
+methods=${BENCH_METHODS:-rr least_conn random2 least_tokens peak_ewma prefix prefix_e1 prefix_s1 prefix_w prefix_s1w oracle}
 scenarios=${BENCH_SCENARIOS-shared nosharing zipf slow 429}
 mock_opts=(--tokens 8 --itl-ms 5)
 
@@ -54,6 +54,19 @@ declare -A directive=(
     [prefix]="llm_balance prefix;" [prefix_e1]="llm_balance prefix epsilon=1;"
     [prefix_s1]="llm_balance prefix slack=1;"
 )
+
+# prefix_w / prefix_s1w: wait=20ms (the sweep's choice); prefix_wN,
+# prefix_s1wN: wait=N ms, for a sweep
+directive_of() {
+    case $1 in
+        prefix_w) echo "llm_balance prefix wait=20ms;" ;;
+        prefix_s1w) echo "llm_balance prefix slack=1 wait=20ms;" ;;
+        prefix_w[0-9]*) echo "llm_balance prefix wait=${1#prefix_w}ms;" ;;
+        prefix_s1w[0-9]*)
+            echo "llm_balance prefix slack=1 wait=${1#prefix_s1w}ms;" ;;
+        *) echo "${directive[$1]}" ;;
+    esac
+}
 
 port_of() {
     local i=10 m
@@ -78,7 +91,7 @@ write_conf() {
     {
         echo "    client_body_buffer_size 64k;"
         for m in $methods; do
-            [ "$m" = oracle ] || upstream "m_$m" "${directive[$m]}"
+            [ "$m" = oracle ] || upstream "m_$m" "$(directive_of "$m")"
         done
         for m in $methods; do
             [ "$m" = oracle ] && continue
@@ -287,7 +300,7 @@ restart_nginx
 printf '%s' '{"model":"mock","max_tokens":4,"messages":[{"role":"user","content":"Write a haiku about NGINX."}]}' \
     > "$dir/small.json"
 specs=("plain=wrk_post $plain_port $dir/small.json $secs 32 | cut -d' ' -f1")
-for m in rr least_tokens peak_ewma prefix prefix_s1; do
+for m in rr least_tokens peak_ewma prefix prefix_s1 prefix_w prefix_s1w; do
     p=$(port_of "$m")
     [ -n "$p" ] && specs+=("$m=wrk_post $p $dir/small.json $secs 32 | cut -d' ' -f1")
 done
