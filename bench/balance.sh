@@ -55,12 +55,12 @@ declare -A directive=(
     [prefix_s1]="llm_balance prefix slack=1;"
 )
 
-# prefix_w / prefix_s1w: wait=20ms (the sweep's choice); prefix_wN,
+# prefix_w / prefix_s1w: wait=40ms (the sweep's choice); prefix_wN,
 # prefix_s1wN: wait=N ms, for a sweep
 directive_of() {
     case $1 in
-        prefix_w) echo "llm_balance prefix wait=20ms;" ;;
-        prefix_s1w) echo "llm_balance prefix slack=1 wait=20ms;" ;;
+        prefix_w) echo "llm_balance prefix wait=40ms;" ;;
+        prefix_s1w) echo "llm_balance prefix slack=1 wait=40ms;" ;;
         prefix_w[0-9]*) echo "llm_balance prefix wait=${1#prefix_w}ms;" ;;
         prefix_s1w[0-9]*)
             echo "llm_balance prefix slack=1 wait=${1#prefix_s1w}ms;" ;;

@@ -1575,8 +1575,8 @@ ngx_http_llm_balancer_hold(ngx_http_request_t *r, void *data)
 
     ngx_str_t                      *name;
     ngx_uint_t                      i;
-    ngx_http_upstream_conf_t       *ucf;
     ngx_http_llm_loc_conf_t        *llcf;
+    ngx_http_upstream_conf_t       *ucf;
     ngx_http_upstream_srv_conf_t   *uscf, **uscfp;
     ngx_http_llm_balancer_conf_t   *bcf;
     ngx_http_upstream_main_conf_t  *umcf;
