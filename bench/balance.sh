@@ -18,7 +18,8 @@
 # no-sharing trace, where every prompt is cold: 100), BENCH_PREFILL_US
 # (40: a cold 2048-token prefix costs ~82 ms), BENCH_CACHE_BLOCKS (2560
 # blocks of 16 tokens: 20 of the 64 group prefixes per replica),
-# BENCH_REQUESTS (per trace, 1024), BENCH_METHODS, BENCH_SCENARIOS (set
+# BENCH_REQUESTS (per trace, 1024), BENCH_METHODS (prefix_w, prefix_s1w:
+# wait=40ms; prefix_wN, prefix_s1wN: wait=N ms), BENCH_SCENARIOS (set
 # and empty: the overhead part only),
 # BENCH_ROUNDS / BENCH_SECONDS (overhead, 3 x 5 s; BENCH_ROUNDS=0 skips).
 set -euo pipefail
@@ -104,6 +105,9 @@ write_conf() {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_next_upstream error timeout http_429 http_503 non_idempotent;
+        }
+        location = /metrics {
+            llm_metrics;
         }
     }
 EOC
@@ -230,6 +234,17 @@ for scenario in $scenarios; do
     for m in $methods; do
         run_one "$trace" "$m" "$slo_ms" > "$dir/results/$scenario.$m"
         row "$m" "$dir/results/$scenario.$m"
+    done
+    # wait=: how the holds ended, from the group's own counters
+    for m in $methods; do
+        case $m in prefix_w*|prefix_s1w*) ;; *) continue ;; esac
+        curl -sf -m 5 "http://127.0.0.1:$(port_of "$m")/metrics" \
+            | awk -v u="m_$m" -v m="$m" '
+                index($0, "llm_balancer_waits_total{upstream=\"" u "\"") == 1 {
+                    o = $0; sub(/.*outcome="/, "", o); sub(/".*/, "", o)
+                    n[o] = $2 }
+                END { printf "  %-12s held %d: home %d, spill %d\n", m,
+                             n["home"] + n["spill"], n["home"], n["spill"] }'
     done
 done
 
