@@ -9,7 +9,8 @@
 #          request is checked (owner within its bound) and never held
 #
 #   bash bench/balance_wait_cg.sh ROOT NGINX
-# BENCH_PORT_BASE (default 19816): the mock, then nginx.
+# BENCH_PORT_BASE (default 19816): the mock, then nginx; BENCH_CG_MODES
+# (default "off other idle"; "off" alone runs on a module without wait=).
 set -eo pipefail
 
 root=$1
@@ -68,7 +69,7 @@ run_n() {
     done
 }
 
-for mode in off other idle; do
+for mode in ${BENCH_CG_MODES:-off other idle}; do
     conf "$mode" | nginx_conf "$dir" 1
     sed -i '1i master_process off;\ndaemon off;' "$dir/conf/nginx.conf"
     rm -f "$dir"/callgrind.out.*
