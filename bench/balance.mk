@@ -17,3 +17,13 @@ bench-balance: deps-bench
 	BENCH_MODULE="$${BENCH_MODULE:-$(CURDIR)/$(MODULE_SO)}" \
 	    BENCH_DIR="$${BENCH_DIR:-$(CURDIR)/$(B)/bench/balance}" \
 	    bash bench/balance.sh "$(CURDIR)" "$(NGINX)" "$(CURDIR)/$(LOADGEN_BIN)"
+
+# make bench-balance-wait: callgrind instructions per request of the
+# wait= check where it does not hold (bench/balance_wait_cg.sh)
+.PHONY: bench-balance-wait
+
+bench-balance-wait: deps-bench
+	$(MAKE) module mock
+	BENCH_MODULE="$${BENCH_MODULE:-$(CURDIR)/$(MODULE_SO)}" \
+	    BENCH_DIR="$${BENCH_DIR:-$(CURDIR)/$(B)/bench/balance_wait}" \
+	    bash bench/balance_wait_cg.sh "$(CURDIR)" "$(NGINX)"

@@ -18,7 +18,8 @@
 # no-sharing trace, where every prompt is cold: 100), BENCH_PREFILL_US
 # (40: a cold 2048-token prefix costs ~82 ms), BENCH_CACHE_BLOCKS (2560
 # blocks of 16 tokens: 20 of the 64 group prefixes per replica),
-# BENCH_REQUESTS (per trace, 1024), BENCH_METHODS, BENCH_SCENARIOS (set
+# BENCH_REQUESTS (per trace, 1024), BENCH_METHODS (prefix_w, prefix_s1w:
+# wait=40ms; prefix_wN, prefix_s1wN: wait=N ms), BENCH_SCENARIOS (set
 # and empty: the overhead part only),
 # BENCH_ROUNDS / BENCH_SECONDS (overhead, 3 x 5 s; BENCH_ROUNDS=0 skips).
 set -euo pipefail
@@ -36,7 +37,7 @@ slo=${BENCH_SLO_MS:-50} slo_cold=${BENCH_SLO_COLD_MS:-100}
 prefill_us=${BENCH_PREFILL_US:-40} blocks=${BENCH_CACHE_BLOCKS:-2560}
 requests=${BENCH_REQUESTS:-1024}
 rounds=${BENCH_ROUNDS:-3} secs=${BENCH_SECONDS:-5}
-methods=${BENCH_METHODS:-rr least_conn random2 least_tokens peak_ewma prefix prefix_e1 prefix_s1 oracle}
+methods=${BENCH_METHODS:-rr least_conn random2 least_tokens peak_ewma prefix prefix_e1 prefix_s1 prefix_w prefix_s1w oracle}
 scenarios=${BENCH_SCENARIOS-shared nosharing zipf slow 429}
 mock_opts=(--tokens 8 --itl-ms 5)
 
@@ -54,6 +55,19 @@ declare -A directive=(
     [prefix]="llm_balance prefix;" [prefix_e1]="llm_balance prefix epsilon=1;"
     [prefix_s1]="llm_balance prefix slack=1;"
 )
+
+# prefix_w / prefix_s1w: wait=40ms (the sweep's choice); prefix_wN,
+# prefix_s1wN: wait=N ms, for a sweep
+directive_of() {
+    case $1 in
+        prefix_w) echo "llm_balance prefix wait=40ms;" ;;
+        prefix_s1w) echo "llm_balance prefix slack=1 wait=40ms;" ;;
+        prefix_w[0-9]*) echo "llm_balance prefix wait=${1#prefix_w}ms;" ;;
+        prefix_s1w[0-9]*)
+            echo "llm_balance prefix slack=1 wait=${1#prefix_s1w}ms;" ;;
+        *) echo "${directive[$1]}" ;;
+    esac
+}
 
 port_of() {
     local i=10 m
@@ -78,7 +92,7 @@ write_conf() {
     {
         echo "    client_body_buffer_size 64k;"
         for m in $methods; do
-            [ "$m" = oracle ] || upstream "m_$m" "${directive[$m]}"
+            [ "$m" = oracle ] || upstream "m_$m" "$(directive_of "$m")"
         done
         for m in $methods; do
             [ "$m" = oracle ] && continue
@@ -91,6 +105,9 @@ write_conf() {
             proxy_http_version 1.1;
             proxy_set_header Connection "";
             proxy_next_upstream error timeout http_429 http_503 non_idempotent;
+        }
+        location = /metrics {
+            llm_metrics;
         }
     }
 EOC
@@ -218,6 +235,17 @@ for scenario in $scenarios; do
         run_one "$trace" "$m" "$slo_ms" > "$dir/results/$scenario.$m"
         row "$m" "$dir/results/$scenario.$m"
     done
+    # wait=: how the holds ended, from the group's own counters
+    for m in $methods; do
+        case $m in prefix_w*|prefix_s1w*) ;; *) continue ;; esac
+        curl -sf -m 5 "http://127.0.0.1:$(port_of "$m")/metrics" \
+            | awk -v u="m_$m" -v m="$m" '
+                index($0, "llm_balancer_waits_total{upstream=\"" u "\"") == 1 {
+                    o = $0; sub(/.*outcome="/, "", o); sub(/".*/, "", o)
+                    n[o] = $2 }
+                END { printf "  %-12s held %d: home %d, spill %d\n", m,
+                             n["home"] + n["spill"], n["home"], n["spill"] }'
+    done
 done
 
 # -- the goals of issue 5 ------------------------------------------------------
@@ -287,7 +315,7 @@ restart_nginx
 printf '%s' '{"model":"mock","max_tokens":4,"messages":[{"role":"user","content":"Write a haiku about NGINX."}]}' \
     > "$dir/small.json"
 specs=("plain=wrk_post $plain_port $dir/small.json $secs 32 | cut -d' ' -f1")
-for m in rr least_tokens peak_ewma prefix prefix_s1; do
+for m in rr least_tokens peak_ewma prefix prefix_s1 prefix_w prefix_s1w; do
     p=$(port_of "$m")
     [ -n "$p" ] && specs+=("$m=wrk_post $p $dir/small.json $secs 32 | cut -d' ' -f1")
 done

@@ -5,8 +5,9 @@
  * LLM-aware balancers in upstream{}:
  *
  *     llm_balance least_tokens | peak_ewma | prefix [decay=time]
- *                 [epsilon=number] [tokens=number] [output_tokens=number]
- *                 [cooldown=time] [seed=number];
+ *                 [epsilon=number] [slack=number] [tokens=number]
+ *                 [wait=time] [output_tokens=number] [cooldown=time]
+ *                 [seed=number];
  *
  * Built on the round-robin peer structures the way least_conn is: the
  * round-robin init sets up peers (weight, max_fails, fail_timeout,
@@ -31,6 +32,8 @@
 #define NGX_HTTP_LLM_BALANCE_MAX_COOL   3600000     /* ms */
 #define NGX_HTTP_LLM_BALANCE_STEP       16          /* tokens per update */
 #define NGX_HTTP_LLM_BALANCE_RECENT     1024        /* prefixes remembered */
+#define NGX_HTTP_LLM_BALANCE_POLL       1           /* ms, wait= re-checks */
+#define NGX_HTTP_LLM_BALANCE_MAX_WAIT   60000       /* ms */
 
 
 /* one peer's figures in shared memory */
@@ -61,6 +64,9 @@ typedef struct {
     /* prefix: history entries per server (its front), by ring index */
     uint32_t                       *foot;
     ngx_uint_t                      nfoot;
+
+    /* prefix wait=: holds that ended at home, that ended in a spill */
+    uint64_t                        waits[2];
 } ngx_http_llm_balancer_shctx_t;
 
 
@@ -70,12 +76,14 @@ struct ngx_http_llm_balancer_conf_s {
     double                          epsilon;
     ngx_uint_t                      slack;          /* requests */
     ngx_uint_t                      tokens;         /* prefix key: K */
+    ngx_msec_t                      wait;           /* prefix: hold, 0 */
     ngx_uint_t                      output_tokens;
     ngx_msec_t                      cooldown;
     uint64_t                        seed;
     unsigned                        seeded:1;
 
     ngx_str_t                      *upstream;       /* its name */
+    ngx_http_upstream_srv_conf_t   *uscf;
     ngx_str_t                      *names;          /* server per ordinal */
     ngx_uint_t                      nprimary;
     ngx_uint_t                      npeers;         /* primary + backup */
@@ -135,6 +143,15 @@ static void ngx_http_llm_balancer_free_peer(ngx_peer_connection_t *pc,
 static void ngx_http_llm_balancer_hints(ngx_http_request_t *r,
     ngx_http_llm_balancer_hints_t *h, uint64_t wall);
 static uint64_t ngx_http_llm_balancer_wall(void);
+static uint64_t ngx_http_llm_balancer_key(ngx_http_llm_balancer_conf_t *bcf,
+    ngx_http_llm_ctx_t *ctx);
+static void ngx_http_llm_balancer_expect(ngx_http_llm_balancer_conf_t *bcf,
+    ngx_http_llm_ctx_t *ctx, uint64_t *prompt, uint64_t *output);
+static ngx_http_llm_balancer_conf_t *ngx_http_llm_balancer_waits(
+    ngx_http_upstream_srv_conf_t *uscf);
+static ngx_int_t ngx_http_llm_balancer_spills(ngx_http_request_t *r,
+    ngx_http_llm_ctx_t *ctx);
+static void ngx_http_llm_balancer_wait_handler(ngx_http_request_t *r);
 
 
 void *
@@ -268,6 +285,28 @@ ngx_http_llm_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "wait=", 5) == 0) {
+            if (bcf->method != NGX_HTTP_LLM_BALANCE_PREFIX) {
+                goto only;
+            }
+
+            s.data = value[i].data + 5;
+            s.len = value[i].len - 5;
+
+            bcf->wait = ngx_parse_time(&s, 0);
+            if (bcf->wait == (ngx_msec_t) NGX_ERROR
+                || bcf->wait > NGX_HTTP_LLM_BALANCE_MAX_WAIT)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\" in \"llm_balance\": "
+                                   "wait must be a time from 0 to 60s, "
+                                   "e.g. wait=20ms", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "output_tokens=", 14) == 0) {
             n = ngx_atoi(value[i].data + 14, value[i].len - 14);
             if (n == NGX_ERROR || n == 0) {
@@ -331,8 +370,8 @@ only:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "\"%V\" does not apply to \"llm_balance %V\": decay= "
-                       "is for peak_ewma, epsilon=, slack= and tokens= for "
-                       "prefix",
+                       "is for peak_ewma, epsilon=, slack=, tokens= and "
+                       "wait= for prefix",
                        &value[i], &value[1]);
     return NGX_CONF_ERROR;
 
@@ -366,6 +405,7 @@ ngx_http_llm_balancer_init_upstream(ngx_conf_t *cf,
     us->peer.init = ngx_http_llm_balancer_init_peer;
 
     bcf = ngx_http_conf_upstream_srv_conf(us, ngx_http_llm_module);
+    bcf->uscf = us;
 
     peers = us->peer.data;
 
@@ -722,22 +762,35 @@ ngx_http_llm_balancer_init_peer(ngx_http_request_t *r,
     pd->conf = bcf;
     pd->ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
 
-    /*
-     * the affinity key: the prompt prefix (model, system, tools), extended
-     * by the longest run of whole messages within the first tokens=K
-     */
-
     if (pd->ctx && pd->ctx->inspected) {
-        pd->key = pd->ctx->req.prefix_hash;
-
-        for (n = 0; n < pd->ctx->req.msg_prefixes
-                    && pd->ctx->req.msg_tokens[n] <= bcf->tokens; n++)
-        {
-            pd->key = pd->ctx->req.msg_hash[n];
-        }
+        pd->key = ngx_http_llm_balancer_key(bcf, pd->ctx);
     }
 
     return NGX_OK;
+}
+
+
+/*
+ * the affinity key: the prompt prefix (model, system, tools), extended
+ * by the longest run of whole messages within the first tokens=K
+ */
+
+static uint64_t
+ngx_http_llm_balancer_key(ngx_http_llm_balancer_conf_t *bcf,
+    ngx_http_llm_ctx_t *ctx)
+{
+    uint64_t    key;
+    ngx_uint_t  n;
+
+    key = ctx->req.prefix_hash;
+
+    for (n = 0; n < ctx->req.msg_prefixes
+                && ctx->req.msg_tokens[n] <= bcf->tokens; n++)
+    {
+        key = ctx->req.msg_hash[n];
+    }
+
+    return key;
 }
 
 
@@ -755,20 +808,18 @@ ngx_http_llm_balancer_wall(void)
 /* the tokens this request is expected to cost its peer */
 
 static void
-ngx_http_llm_balancer_expect(ngx_http_llm_balancer_pd_t *pd,
-    uint64_t *prompt, uint64_t *output)
+ngx_http_llm_balancer_expect(ngx_http_llm_balancer_conf_t *bcf,
+    ngx_http_llm_ctx_t *ctx, uint64_t *prompt, uint64_t *output)
 {
-    ngx_http_llm_ctx_t  *ctx = pd->ctx;
-
     if (ctx == NULL || !ctx->inspected) {
         *prompt = 0;
-        *output = pd->conf->output_tokens;
+        *output = bcf->output_tokens;
         return;
     }
 
     *prompt = ctx->req.prompt_tokens;
     *output = (ctx->req.max_tokens > 0) ? (uint64_t) ctx->req.max_tokens
-                                        : pd->conf->output_tokens;
+                                        : bcf->output_tokens;
 }
 
 
@@ -801,7 +852,7 @@ ngx_http_llm_balancer_get_peer(ngx_peer_connection_t *pc, void *data)
     now = ngx_time();
     wall = ngx_http_llm_balancer_wall();
 
-    ngx_http_llm_balancer_expect(pd, &prompt, &output);
+    ngx_http_llm_balancer_expect(bcf, ctx, &prompt, &output);
 
 again:
 
@@ -1444,6 +1495,329 @@ ngx_http_llm_balancer_variable(ngx_http_request_t *r,
 }
 
 
+/*
+ * llm_balance prefix wait=: a request whose prefix's home (the ring owner,
+ * or a server of its history) is over the load bound is held here, before
+ * the upstream is connected, until a slot frees there or the wait expires;
+ * a held request is in flight on no server, so the bound still holds
+ */
+
+
+extern ngx_module_t  ngx_http_proxy_module;
+
+
+/* the upstream's configuration when it has llm_balance prefix wait= */
+
+static ngx_http_llm_balancer_conf_t *
+ngx_http_llm_balancer_waits(ngx_http_upstream_srv_conf_t *uscf)
+{
+    ngx_http_llm_balancer_conf_t  *bcf;
+
+    if (uscf == NULL || uscf->srv_conf == NULL) {
+        return NULL;
+    }
+
+    bcf = ngx_http_conf_upstream_srv_conf(uscf, ngx_http_llm_module);
+
+    if (bcf->method != NGX_HTTP_LLM_BALANCE_PREFIX || bcf->wait == 0) {
+        return NULL;
+    }
+
+    return bcf;
+}
+
+
+/*
+ * at merge time: does a request of this location possibly wait? Its
+ * proxy_pass names an upstream with wait=, or it has variables (such as
+ * $llm_upstream) and some upstream has wait=. The proxy's location
+ * configuration starts with its ngx_http_upstream_conf_t, merged already
+ * (the proxy module comes before this one)
+ */
+
+ngx_flag_t
+ngx_http_llm_balancer_wait_conf(ngx_conf_t *cf)
+{
+    ngx_uint_t                      i;
+    ngx_http_upstream_conf_t       *ucf;
+    ngx_http_core_loc_conf_t       *clcf;
+    ngx_http_upstream_srv_conf_t  **uscfp;
+    ngx_http_upstream_main_conf_t  *umcf;
+
+    ucf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_proxy_module);
+    clcf = ngx_http_conf_get_module_loc_conf(cf, ngx_http_core_module);
+
+    if (ucf == NULL || clcf->handler == NULL) {
+        return 0;
+    }
+
+    if (ucf->upstream) {
+        return ngx_http_llm_balancer_waits(ucf->upstream) != NULL;
+    }
+
+    umcf = ngx_http_conf_get_module_main_conf(cf, ngx_http_upstream_module);
+    uscfp = umcf->upstreams.elts;
+
+    for (i = 0; i < umcf->upstreams.nelts; i++) {
+        if (ngx_http_llm_balancer_waits(uscfp[i])) {
+            return 1;
+        }
+    }
+
+    return 0;
+}
+
+
+ngx_int_t
+ngx_http_llm_balancer_hold(ngx_http_request_t *r, void *data)
+{
+    ngx_http_llm_ctx_t *ctx = data;
+
+    ngx_str_t                      *name;
+    ngx_uint_t                      i;
+    ngx_http_llm_loc_conf_t        *llcf;
+    ngx_http_upstream_conf_t       *ucf;
+    ngx_http_upstream_srv_conf_t   *uscf, **uscfp;
+    ngx_http_llm_balancer_conf_t   *bcf;
+    ngx_http_upstream_main_conf_t  *umcf;
+
+    if (!ctx->inspected || ctx->bal.held) {
+        return NGX_DECLINED;
+    }
+
+    /* the upstream: proxy_pass's own, else by name from $llm_upstream */
+
+    ucf = ngx_http_get_module_loc_conf(r, ngx_http_proxy_module);
+    uscf = ucf->upstream;
+
+    if (uscf == NULL) {
+        llcf = ngx_http_get_module_loc_conf(r, ngx_http_llm_module);
+
+        name = (ctx->link && ctx->link->upstream.len) ? &ctx->link->upstream
+                                                      : &llcf->link.route;
+        if (name->len == 0) {
+            return NGX_DECLINED;
+        }
+
+        umcf = ngx_http_get_module_main_conf(r, ngx_http_upstream_module);
+        uscfp = umcf->upstreams.elts;
+
+        for (i = 0; i < umcf->upstreams.nelts; i++) {
+            if (uscfp[i]->host.len == name->len
+                && ngx_strncasecmp(uscfp[i]->host.data, name->data,
+                                   name->len) == 0)
+            {
+                uscf = uscfp[i];
+                break;
+            }
+        }
+    }
+
+    bcf = ngx_http_llm_balancer_waits(uscf);
+
+    if (bcf == NULL || bcf->sh == NULL) {
+        return NGX_DECLINED;
+    }
+
+    ctx->bal.wait_conf = bcf;
+    ctx->bal.wait_key = ngx_http_llm_balancer_key(bcf, ctx);
+
+    ctx->bal.wait_pick = ngx_palloc(r->pool, bcf->nprimary
+                                    * sizeof(ngx_http_llm_pick_peer_t));
+    if (ctx->bal.wait_pick == NULL) {
+        return NGX_DECLINED;
+    }
+
+    if (!ngx_http_llm_balancer_spills(r, ctx)) {
+        return NGX_DECLINED;
+    }
+
+    /* held: the limit_req delay pattern, polled */
+
+    ctx->bal.held = 1;
+    ctx->bal.waiting = 1;
+    ctx->bal.wait_start = ngx_current_msec;
+
+    ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "llm balance: prefix %016xL of \"%V\" held, its home is "
+                   "full, wait up to %M ms",
+                   ctx->bal.wait_key, bcf->upstream, bcf->wait);
+
+    r->read_event_handler = ngx_http_test_reading;
+    r->write_event_handler = ngx_http_llm_balancer_wait_handler;
+
+    r->connection->write->delayed = 1;
+    ngx_add_timer(r->connection->write, NGX_HTTP_LLM_BALANCE_POLL);
+
+    return NGX_AGAIN;
+}
+
+
+static void
+ngx_http_llm_balancer_wait_handler(ngx_http_request_t *r)
+{
+    ngx_uint_t                     spill;
+    ngx_msec_t                     held;
+    ngx_event_t                   *wev;
+    ngx_http_llm_ctx_t            *ctx;
+    ngx_http_llm_balancer_conf_t  *bcf;
+
+    wev = r->connection->write;
+
+    if (wev->delayed) {
+        /* writable, not the timer */
+
+        if (ngx_handle_write_event(wev, 0) != NGX_OK) {
+            ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        }
+
+        return;
+    }
+
+    ctx = ngx_http_get_module_ctx(r, ngx_http_llm_module);
+    bcf = ctx->bal.wait_conf;
+
+    held = ngx_current_msec - ctx->bal.wait_start;
+    spill = ngx_http_llm_balancer_spills(r, ctx);
+
+    if (spill && held < bcf->wait) {
+        wev->delayed = 1;
+        ngx_add_timer(wev, ngx_min(NGX_HTTP_LLM_BALANCE_POLL,
+                                   bcf->wait - held));
+        return;
+    }
+
+    ctx->bal.waited = held;
+    ctx->bal.waiting = 0;
+
+    ngx_shmtx_lock(&bcf->shpool->mutex);
+    bcf->sh->waits[spill]++;
+    ngx_shmtx_unlock(&bcf->shpool->mutex);
+
+    ngx_log_debug4(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                   "llm balance: prefix %016xL of \"%V\" held %M ms: %s",
+                   ctx->bal.wait_key, bcf->upstream, held,
+                   spill ? "wait expired, spilled" : "home has room");
+
+    if (ngx_handle_read_event(r->connection->read, 0) != NGX_OK) {
+        ngx_http_finalize_request(r, NGX_HTTP_INTERNAL_SERVER_ERROR);
+        return;
+    }
+
+    r->read_event_handler = ngx_http_block_reading;
+    r->write_event_handler = ngx_http_core_run_phases;
+
+    ngx_http_core_run_phases(r);
+}
+
+
+/* would get_peer spill this request now? pass 0's view of the servers */
+
+static ngx_int_t
+ngx_http_llm_balancer_spills(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+{
+    int                             spill;
+    time_t                          now;
+    uint64_t                        wall, prompt, output;
+    ngx_uint_t                      i, sick;
+    ngx_http_llm_pick_peer_t       *pk;
+    ngx_http_llm_pick_recent_t     *recent;
+    ngx_http_upstream_rr_peer_t    *peer;
+    ngx_http_upstream_rr_peers_t   *peers;
+    ngx_http_llm_balancer_conf_t   *bcf;
+    ngx_http_llm_balancer_node_t   *node;
+    ngx_http_llm_balancer_shctx_t  *sh;
+
+    bcf = ctx->bal.wait_conf;
+    sh = bcf->sh;
+
+    now = ngx_time();
+    wall = ngx_http_llm_balancer_wall();
+
+    ngx_http_llm_balancer_expect(bcf, ctx, &prompt, &output);
+
+    /* the zone's copy when upstream{} has "zone" */
+    peers = bcf->uscf->peer.data;
+
+    ngx_http_upstream_rr_peers_rlock(peers);
+    ngx_shmtx_lock(&bcf->shpool->mutex);
+
+    for (peer = peers->peer, i = 0; peer && i < bcf->nprimary;
+         peer = peer->next, i++)
+    {
+        pk = &ctx->bal.wait_pick[i];
+        node = &sh->node[bcf->slot[i]];
+
+        pk->inflight = node->inflight;
+        pk->weight = (uint32_t) ngx_max(peer->weight, 1);
+
+        sick = (peer->max_fails && peer->fails >= peer->max_fails
+                && now - peer->checked <= peer->fail_timeout)
+               || node->cool_until > wall;
+
+        pk->eligible = !peer->down && !sick
+                       && !(peer->max_conns && peer->conns >= peer->max_conns)
+                       && !(node->budget_until > wall
+                            && ((node->remaining_requests >= 0
+                                 && (uint64_t) node->remaining_requests
+                                    <= node->inflight)
+                                || (node->remaining_tokens >= 0
+                                    && (uint64_t) node->remaining_tokens
+                                       < node->outstanding + prompt
+                                         + output)));
+    }
+
+    recent = sh->recent
+             ? &sh->recent[ctx->bal.wait_key % NGX_HTTP_LLM_BALANCE_RECENT]
+             : NULL;
+
+    spill = ngx_http_llm_pick_ring_spills(&bcf->ring, ctx->bal.wait_pick, i,
+                                          ctx->bal.wait_key, bcf->epsilon,
+                                          bcf->slack, recent);
+
+    ngx_shmtx_unlock(&bcf->shpool->mutex);
+    ngx_http_upstream_rr_peers_unlock(peers);
+
+    return spill;
+}
+
+
+/* $llm_balance_wait: ms held for the prefix's home; empty: not held */
+
+ngx_int_t
+ngx_http_llm_balancer_wait_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data)
+{
+    u_char              *p;
+    ngx_http_llm_ctx_t  *ctx;
+
+    ctx = ngx_http_llm_find_ctx(r);
+
+    if (ctx == NULL || !ctx->bal.held) {
+        v->not_found = 1;
+        return NGX_OK;
+    }
+
+    p = ngx_pnalloc(r->pool, NGX_INT_T_LEN);
+    if (p == NULL) {
+        return NGX_ERROR;
+    }
+
+    /* a client gone while held is logged with the time it waited */
+
+    v->len = ngx_sprintf(p, "%M", ctx->bal.waiting
+                                  ? ngx_current_msec - ctx->bal.wait_start
+                                  : ctx->bal.waited)
+             - p;
+    v->data = p;
+    v->valid = 1;
+    v->no_cacheable = 1;
+    v->not_found = 0;
+
+    return NGX_OK;
+}
+
+
 /* metrics families, appended to llm_metrics by ngx_http_llm_metrics.c */
 
 
@@ -1464,6 +1838,13 @@ static ngx_http_llm_metrics_family_t  ngx_http_llm_balancer_families[] = {
 };
 
 
+static ngx_http_llm_metrics_family_t  ngx_http_llm_balancer_waits_family =
+    { "llm_balancer_waits_total", "counter",
+      "Requests llm_balance prefix wait= held for their prefix's home, by "
+      "how the hold ended: home (a slot freed there) or spill (the wait "
+      "expired)." };
+
+
 ngx_chain_t **
 ngx_http_llm_balancer_metrics(ngx_http_request_t *r, ngx_chain_t **ll,
     off_t *len)
@@ -1471,7 +1852,7 @@ ngx_http_llm_balancer_metrics(ngx_http_request_t *r, ngx_chain_t **ll,
     u_char                          *p;
     size_t                           size;
     time_t                           now;
-    uint64_t                         wall, v;
+    uint64_t                         wall, v, home;
     ngx_buf_t                       *b;
     ngx_uint_t                       f, i, u, up;
     ngx_http_upstream_rr_peer_t     *peer;
@@ -1613,5 +1994,50 @@ ngx_http_llm_balancer_metrics(ngx_http_request_t *r, ngx_chain_t **ll,
         }
     }
 
-    return ll;
+    /* the holds of wait=, in upstreams that have it */
+
+    size = 512;
+
+    for (u = 0; u < umcf->upstreams.nelts; u++) {
+        bcf = ngx_http_llm_balancer_waits(uscfp[u]);
+
+        if (bcf && bcf->sh) {
+            size += 2 * (96 + bcf->upstream->len + NGX_INT64_LEN);
+        }
+    }
+
+    if (size == 512) {
+        /* no wait= anywhere: no family */
+        return ll;
+    }
+
+    b = ngx_create_temp_buf(r->pool, size);
+    if (b == NULL) {
+        return NULL;
+    }
+
+    fam = &ngx_http_llm_balancer_waits_family;
+    p = ngx_http_llm_metrics_family(b->last, fam);
+
+    for (u = 0; u < umcf->upstreams.nelts; u++) {
+        bcf = ngx_http_llm_balancer_waits(uscfp[u]);
+
+        if (bcf == NULL || bcf->sh == NULL) {
+            continue;
+        }
+
+        ngx_shmtx_lock(&bcf->shpool->mutex);
+        home = bcf->sh->waits[0];
+        v = bcf->sh->waits[1];
+        ngx_shmtx_unlock(&bcf->shpool->mutex);
+
+        p = ngx_sprintf(p, "%s{upstream=\"%V\",outcome=\"home\"} %uL\n"
+                        "%s{upstream=\"%V\",outcome=\"spill\"} %uL\n",
+                        fam->name, bcf->upstream, home,
+                        fam->name, bcf->upstream, v);
+    }
+
+    b->last = p;
+
+    return ngx_http_llm_metrics_append(r, ll, b, len);
 }

@@ -15,6 +15,8 @@
 #include <ngx_core.h>
 #include <ngx_http.h>
 
+#include "ngx_http_llm_pick.h"
+
 
 #define NGX_HTTP_LLM_BALANCE_TOKENS     1
 #define NGX_HTTP_LLM_BALANCE_EWMA       2
@@ -35,14 +37,33 @@ typedef struct {
     ngx_str_t                       name;       /* of the last picked peer */
     ngx_http_llm_balancer_pd_t     *pd;         /* attempt in progress */
     ngx_uint_t                      picks;      /* attempts so far */
+
+    /* prefix wait=: the hold before the upstream is connected */
+    ngx_http_llm_balancer_conf_t   *wait_conf;
+    ngx_http_llm_pick_peer_t       *wait_pick;  /* scratch, primary peers */
+    uint64_t                        wait_key;
+    ngx_msec_t                      wait_start;
+    ngx_msec_t                      waited;     /* ms held */
+
     unsigned                        picked:1;   /* the fields above valid */
     unsigned                        first:1;    /* first token accounted */
+    unsigned                        held:1;     /* wait= held it */
+    unsigned                        waiting:1;  /* held now */
 } ngx_http_llm_balancer_ctx_t;
 
 
 /* upstream{} configuration: create (module ctx) and the directive */
 void *ngx_http_llm_balancer_create_srv_conf(ngx_conf_t *cf);
 char *ngx_http_llm_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf);
+
+/*
+ * prefix wait=: at merge time, whether a location may hold requests (the
+ * only cost of the feature elsewhere: one flag test per request); at run
+ * time, after routing, NGX_AGAIN when the request is held (a timer runs
+ * the phases again), else NGX_DECLINED
+ */
+ngx_flag_t ngx_http_llm_balancer_wait_conf(ngx_conf_t *cf);
+ngx_int_t ngx_http_llm_balancer_hold(ngx_http_request_t *r, void *ctx);
 
 /*
  * a pre-first-token failure the module saw after a 200 header: counts as a
@@ -62,6 +83,10 @@ ngx_chain_t **ngx_http_llm_balancer_metrics(ngx_http_request_t *r,
 
 /* $llm_upstream_peer */
 ngx_int_t ngx_http_llm_balancer_variable(ngx_http_request_t *r,
+    ngx_http_variable_value_t *v, uintptr_t data);
+
+/* $llm_balance_wait */
+ngx_int_t ngx_http_llm_balancer_wait_variable(ngx_http_request_t *r,
     ngx_http_variable_value_t *v, uintptr_t data);
 
 

@@ -265,6 +265,13 @@ ngx_http_llm_body_resume(ngx_http_request_t *r, ngx_int_t rc)
         return;
     }
 
+    if (llcf->balance_wait
+        && ngx_http_llm_balancer_hold(r, ctx) == NGX_AGAIN)
+    {
+        /* the prefix's home is full: a timer runs the phases */
+        return;
+    }
+
     r->write_event_handler = ngx_http_core_run_phases;
     ngx_http_core_run_phases(r);
 }

@@ -535,6 +535,8 @@ ngx_http_llm_merge_loc_conf(ngx_conf_t *cf, void *parent, void *child)
         return NGX_CONF_ERROR;
     }
 
+    conf->balance_wait = ngx_http_llm_balancer_wait_conf(cf);
+
     return ngx_http_llm_cache_merge_conf(cf, &prev->cache, &conf->cache);
 }
 

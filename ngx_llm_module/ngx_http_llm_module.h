@@ -70,6 +70,7 @@ typedef struct {
     ngx_http_llm_sidecar_loc_conf_t  link;      /* llm_team, llm_route */
     ngx_http_llm_retry_conf_t   retry;          /* llm_retry */
     ngx_http_llm_fallback_conf_t  fallback;     /* llm_fallback* */
+    ngx_flag_t                  balance_wait;   /* may hold: wait= */
 } ngx_http_llm_loc_conf_t;
 
 

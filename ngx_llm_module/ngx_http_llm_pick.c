@@ -376,25 +376,13 @@ ngx_http_llm_pick_bound(const ngx_http_llm_pick_peer_t *peers, size_t n,
 }
 
 
-int
-ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
-    const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
-    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent,
-    const uint32_t *foot)
+/* the first point >= hash, wrapping: within its bucket or the next one */
+
+static size_t
+ngx_http_llm_pick_ring_lookup(const ngx_http_llm_pick_ring_t *ring,
+    uint64_t hash)
 {
-    int       best, ties;
-    size_t    lo, hi, mid, k, step, r, j;
-    int64_t   owner;
-    uint32_t  o, least;
-    uint64_t  load, weight;
-
-    if (ring->n == 0) {
-        return -1;
-    }
-
-    ngx_http_llm_pick_totals(peers, n, &load, &weight);
-
-    /* first point >= hash, wrapping: within its bucket or the next one */
+    size_t  lo, hi, mid;
 
     lo = ring->bucket[hash >> 56];
     hi = ring->bucket[(hash >> 56) + 1];
@@ -409,6 +397,97 @@ ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
             hi = mid;
         }
     }
+
+    return lo;
+}
+
+
+int
+ngx_http_llm_pick_ring_spills(const ngx_http_llm_pick_ring_t *ring,
+    const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
+    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent)
+{
+    size_t    lo, k, step, r;
+    uint32_t  o, owner;
+    uint64_t  load, weight;
+
+    if (ring->n == 0) {
+        return 0;
+    }
+
+    ngx_http_llm_pick_totals(peers, n, &load, &weight);
+
+    lo = ngx_http_llm_pick_ring_lookup(ring, hash);
+
+    /* the owner: the first eligible peer clockwise */
+
+    for (step = 0; step < ring->n; step++) {
+        k = lo + step;
+        k = (k >= ring->n) ? k - ring->n : k;
+        o = ring->owners[k];
+
+        if (o < n && peers[o].eligible) {
+            break;
+        }
+    }
+
+    if (step == ring->n) {
+        return 0;
+    }
+
+    owner = o;
+
+    if (peers[owner].inflight + 1
+        <= ngx_http_llm_pick_cap(load, weight, peers[owner].weight, epsilon,
+                                 slack))
+    {
+        return 0;
+    }
+
+    /* the owner is full: a holder from the history with room will do */
+
+    if (recent && recent->key == hash) {
+        for (r = 0; r < NGX_HTTP_LLM_PICK_RECENT; r++) {
+            o = recent->peer[r];
+
+            if (o == 0 || o > n || o - 1 == owner || !peers[o - 1].eligible) {
+                continue;
+            }
+
+            o--;
+
+            if (peers[o].inflight + 1
+                <= ngx_http_llm_pick_cap(load, weight, peers[o].weight,
+                                         epsilon, slack))
+            {
+                return 0;
+            }
+        }
+    }
+
+    return 1;
+}
+
+
+int
+ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
+    const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
+    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent,
+    const uint32_t *foot)
+{
+    int       best, ties;
+    size_t    lo, k, step, r, j;
+    int64_t   owner;
+    uint32_t  o, least;
+    uint64_t  load, weight;
+
+    if (ring->n == 0) {
+        return -1;
+    }
+
+    ngx_http_llm_pick_totals(peers, n, &load, &weight);
+
+    lo = ngx_http_llm_pick_ring_lookup(ring, hash);
 
     owner = -1;
 

@@ -123,6 +123,16 @@ int ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
     const uint32_t *foot);
 
 /*
+ * 1 when ngx_http_llm_pick_ring() would spill the request to a peer that
+ * does not hold the prefix: the owner is over its bound and so is every
+ * eligible holder of recent (NULL: none); 0 when it goes home, or when no
+ * peer is eligible at all (waiting would not help)
+ */
+int ngx_http_llm_pick_ring_spills(const ngx_http_llm_pick_ring_t *ring,
+    const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
+    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent);
+
+/*
  * notes that peer (an index) served key: move to front of its history; a
  * history of another key is replaced. With foot (nfoot peers, NULL:
  * none), the entry's count moves from its old front server to peer

@@ -125,6 +125,9 @@ static ngx_http_variable_t  ngx_http_llm_vars[] = {
     { ngx_string("llm_upstream_peer"), NULL, ngx_http_llm_balancer_variable,
       0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 
+    { ngx_string("llm_balance_wait"), NULL,
+      ngx_http_llm_balancer_wait_variable, 0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
+
     { ngx_string("llm_retries"), NULL, ngx_http_llm_retry_variable,
       0, NGX_HTTP_VAR_NOCACHEABLE, 0 },
 

@@ -448,7 +448,7 @@ qr/invalid "epsilon=0" in "llm_balance": epsilon must be a number above 0 and at
 --- config
 --- must_die
 --- error_log eval
-qr/"decay=10s" does not apply to "llm_balance prefix": decay= is for peak_ewma, epsilon=, slack= and tokens= for prefix in .*nginx\.conf:\d+/
+qr/"decay=10s" does not apply to "llm_balance prefix": decay= is for peak_ewma, epsilon=, slack=, tokens= and wait= for prefix in .*nginx\.conf:\d+/
 
 
 
@@ -759,7 +759,7 @@ qr/invalid "slack=1001" in "llm_balance": slack must be a number of requests fro
 --- config
 --- must_die
 --- error_log eval
-qr/"slack=1" does not apply to "llm_balance least_tokens": decay= is for peak_ewma, epsilon=, slack= and tokens= for prefix in .*nginx\.conf:\d+/
+qr/"slack=1" does not apply to "llm_balance least_tokens": decay= is for peak_ewma, epsilon=, slack=, tokens= and wait= for prefix in .*nginx\.conf:\d+/
 
 
 
@@ -823,3 +823,258 @@ ones the fourth burst fails without the footprint.)
  map { ("GET /reset", "GET /burst?p=$_", "GET /stats") } 1 .. 4]
 --- response_body_like eval
 [("ok", ".*", ".*") x 5]
+
+
+
+=== TEST 27: prefix wait=: held requests go home once a slot frees
+3 requests of one prefix 100 ms apart on 3 servers, each 300 ms: the
+first goes home; the others find the owner at its bound (ceil(1.25 x 2 /
+3) = 1, held requests are in flight nowhere) and are held instead of
+spilled, then go home one by one as the owner frees its slot: all three
+on the owner, two holds ending at home, ~200 and ~400 ms. (100 ms apart:
+a check in one worker and the pick of a request arriving at the same
+instant in the other are not one atomic step.)
+--- http_config
+    upstream pool27 {
+        llm_balance prefix wait=5s;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+    log_format wait27 'w=$llm_balance_wait p=$llm_upstream_peer s=$status';
+--- config
+    location /v1/ {
+        llm_gateway on;
+        access_log logs/wait27.log wait27;
+        proxy_pass http://pool27;
+    }
+    location = /hot {
+        internal;
+        proxy_method POST;
+        proxy_set_header content-type application/json;
+        proxy_set_header x-mock-ttft-ms 300;
+        proxy_set_body '{"model":"m","max_tokens":2,"messages":[{"role":"system","content":"hot prefix"},{"role":"user","content":"q"}]}';
+        proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
+    }
+    location = /burst {
+        echo_location_async /hot;
+        echo_sleep 0.1;
+        echo_location_async /hot;
+        echo_sleep 0.1;
+        echo_location_async /hot;
+    }
+    location = /alog {
+        default_type text/plain;
+        alias $TEST_NGINX_SERVER_ROOT/logs/wait27.log;
+    }
+    location = /metrics {
+        llm_metrics;
+    }
+--- request eval
+["GET /reset", "GET /burst", "GET /stats", "GET /alog", "GET /metrics"]
+--- response_body_like eval
+["ok", ".*",
+ qr/^(?=(?:.*"requests_total":0,){2})(?=.*"requests_total":3,)/s,
+ qr/\Aw=- p=(\S+) s=200\nw=(?:1[5-9]\d|[2-9]\d\d|1\d\d\d) p=\1 s=200\nw=(?:[3-9]\d\d|1\d\d\d) p=\1 s=200\n\z/,
+ qr/llm_balancer_waits_total\{upstream="pool27",outcome="home"\} 2\nllm_balancer_waits_total\{upstream="pool27",outcome="spill"\} 0\n/]
+--- no_error_log
+[alert]
+[emerg]
+
+
+
+=== TEST 28: prefix wait=: the wait expires, the request spills as before
+2 requests of one prefix 100 ms apart, each 800 ms, wait=100ms: the
+second is held 100 ms, then spills to another server (the bound still
+holds).
+--- http_config
+    upstream pool28 {
+        llm_balance prefix wait=100ms;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+    log_format wait28 'w=$llm_balance_wait p=$llm_upstream_peer s=$status';
+--- config
+    location /v1/ {
+        llm_gateway on;
+        access_log logs/wait28.log wait28;
+        proxy_pass http://pool28;
+    }
+    location = /hot {
+        internal;
+        proxy_method POST;
+        proxy_set_header content-type application/json;
+        proxy_set_header x-mock-ttft-ms 800;
+        proxy_set_body '{"model":"m","max_tokens":2,"messages":[{"role":"system","content":"hot prefix"},{"role":"user","content":"q"}]}';
+        proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
+    }
+    location = /burst {
+        echo_location_async /hot;
+        echo_sleep 0.1;
+        echo_location_async /hot;
+    }
+    location = /alog {
+        default_type text/plain;
+        alias $TEST_NGINX_SERVER_ROOT/logs/wait28.log;
+    }
+    location = /metrics {
+        llm_metrics;
+    }
+--- request eval
+["GET /reset", "GET /burst", "GET /stats", "GET /alog", "GET /metrics"]
+--- response_body_like eval
+["ok", ".*",
+ qr/^(?=.*"requests_total":0,)(?=(?:.*"requests_total":1,){2})/s,
+ qr/\Aw=- p=(\S+) s=200\nw=1\d\d p=(?!\1 )\S+ s=200\n\z/,
+ qr/llm_balancer_waits_total\{upstream="pool28",outcome="home"\} 0\nllm_balancer_waits_total\{upstream="pool28",outcome="spill"\} 1\n/]
+--- no_error_log
+[alert]
+[emerg]
+
+
+
+=== TEST 29: prefix wait=: a client gone while held, nothing leaks
+3 requests of one prefix 100 ms apart, each 1 s, wait=5s; the client
+goes away after 0.4 s: the proxy connections close, the two held requests end
+with 499 (their wait timers go with them), the one at home too; no hold
+ends in a spill (one may end at home in the instant the home request
+leaves, before its own close is seen), nothing is logged above info, and
+the server answers after.
+--- http_config
+    upstream pool29 {
+        llm_balance prefix wait=5s;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+    log_format wait29 'w=$llm_balance_wait s=$status';
+--- config
+    location /v1/ {
+        llm_gateway on;
+        access_log logs/wait29.log wait29;
+        proxy_pass http://pool29;
+    }
+    location = /hot {
+        internal;
+        proxy_method POST;
+        proxy_set_header content-type application/json;
+        proxy_set_header x-mock-ttft-ms 1000;
+        proxy_set_body '{"model":"m","max_tokens":2,"messages":[{"role":"system","content":"hot prefix"},{"role":"user","content":"q"}]}';
+        proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
+    }
+    location = /burst {
+        echo_location_async /hot;
+        echo_sleep 0.1;
+        echo_location_async /hot;
+        echo_sleep 0.1;
+        echo_location_async /hot;
+    }
+    location = /pause {
+        echo_sleep 0.2;
+        echo paused;
+    }
+    location = /alog {
+        default_type text/plain;
+        alias $TEST_NGINX_SERVER_ROOT/logs/wait29.log;
+    }
+    location = /metrics {
+        llm_metrics;
+    }
+--- request eval
+["GET /burst", "GET /pause", "GET /alog", "GET /metrics"]
+--- timeout: 0.4
+--- abort
+--- error_code eval
+["", 200, 200, 200]
+--- response_body_like eval
+["", "paused",
+ qr/\A(?=(?:.*w=[1-3]\d\d s=499\n){2})(?=.*w=- s=499\n)(?:[^\n]*\n){3}\z/s,
+ qr/llm_balancer_waits_total\{upstream="pool29",outcome="home"\} [01]\nllm_balancer_waits_total\{upstream="pool29",outcome="spill"\} 0\n/]
+--- no_error_log
+[alert]
+[emerg]
+[crit]
+
+
+
+=== TEST 30: prefix wait= through $llm_upstream (llm_route): held, then home
+TEST 27 with the upstream named at run time (no sidecar listens: the
+static route, fail-open).
+--- http_config
+    llm_sidecar unix:$TEST_NGINX_SERVER_ROOT/no-sidecar.sock timeout=50ms;
+    upstream pool30 {
+        llm_balance prefix wait=5s;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+--- config
+    location /v1/ {
+        llm_gateway on;
+        llm_route pool30;
+        proxy_pass http://$llm_upstream;
+    }
+    location = /hot {
+        internal;
+        proxy_method POST;
+        proxy_set_header content-type application/json;
+        proxy_set_header x-mock-ttft-ms 300;
+        proxy_set_body '{"model":"m","max_tokens":2,"messages":[{"role":"system","content":"hot prefix"},{"role":"user","content":"q"}]}';
+        proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
+    }
+    location = /burst {
+        echo_location_async /hot;
+        echo_sleep 0.1;
+        echo_location_async /hot;
+        echo_sleep 0.1;
+        echo_location_async /hot;
+    }
+    location = /metrics {
+        llm_metrics;
+    }
+--- request eval
+["GET /reset", "GET /burst", "GET /stats", "GET /metrics"]
+--- response_body_like eval
+["ok", ".*",
+ qr/^(?=(?:.*"requests_total":0,){2})(?=.*"requests_total":3,)/s,
+ qr/llm_balancer_waits_total\{upstream="pool30",outcome="home"\} 2\n/]
+
+
+
+=== TEST 31: wait= is for prefix only
+--- http_config
+    upstream pool {
+        llm_balance peak_ewma wait=10ms;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- config
+--- must_die
+--- error_log eval
+qr/"wait=10ms" does not apply to "llm_balance peak_ewma": decay= is for peak_ewma, epsilon=, slack=, tokens= and wait= for prefix in .*nginx\.conf:\d+/
+
+
+
+=== TEST 32: a bad wait is rejected with file:line
+--- http_config
+    upstream pool {
+        llm_balance prefix wait=20xs;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- config
+--- must_die
+--- error_log eval
+qr/invalid "wait=20xs" in "llm_balance": wait must be a time from 0 to 60s, e\.g\. wait=20ms in .*nginx\.conf:\d+/
+
+
+
+=== TEST 33: a wait above 60s is rejected with file:line
+--- http_config
+    upstream pool {
+        llm_balance prefix wait=61s;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- config
+--- must_die
+--- error_log eval
+qr/invalid "wait=61s" in "llm_balance": wait must be a time from 0 to 60s, e\.g\. wait=20ms in .*nginx\.conf:\d+/

@@ -577,6 +577,78 @@ ts(const char *s)
 }
 
 
+/* wait=: the request would spill exactly when the ring leaves home */
+
+static void
+test_ring_spills(void **state)
+{
+    int                         o, x;
+    size_t                      i;
+    uint32_t                    w[NPEERS] = { 1, 1, 1, 1 };
+    ngx_http_llm_pick_ring_t    ring;
+    ngx_http_llm_pick_peer_t    p[NPEERS];
+    ngx_http_llm_pick_recent_t  rc;
+
+#define SPILLS(rcp, sl)                                                       \
+    ngx_http_llm_pick_ring_spills(&ring, p, NPEERS, 42, 0.25, sl, rcp)
+
+    peers_init(p, NPEERS);
+    ring_make(&ring, names, w, NPEERS);
+
+    o = ring_at(&ring, p, 42, 0, NULL);
+
+    /* idle: home */
+    assert_int_equal(SPILLS(NULL, 0), 0);
+
+    /* owner full (load 3, cap 1): a spill, unless slack gives room */
+    p[o].inflight = 2;
+    assert_int_equal(SPILLS(NULL, 0), 1);
+    assert_int_not_equal(ring_at(&ring, p, 42, 0, NULL), o);
+    assert_int_equal(SPILLS(NULL, 1), 1);
+    assert_int_equal(SPILLS(NULL, 2), 0);
+    assert_int_equal(ring_at(&ring, p, 42, 2, NULL), o);
+
+    /* a holder of the history with room: no spill, it caches the prefix */
+    x = (o + 1) % NPEERS;
+    memset(&rc, 0, sizeof(rc));
+    ngx_http_llm_pick_recent_note(&rc, 42, x, NULL, 0);
+    assert_int_equal(SPILLS(&rc, 0), 0);
+    assert_int_equal(ring_at(&ring, p, 42, 0, &rc), x);
+
+    /* the holder full too (load 5, cap 2): a spill */
+    p[x].inflight = 2;
+    assert_int_equal(SPILLS(&rc, 0), 1);
+
+    /* another key's history does not count */
+    p[x].inflight = 0;
+    rc.key = 41;
+    assert_int_equal(SPILLS(&rc, 0), 1);
+
+    /* a slot freed at home (load 5, cap 2): no spill */
+    p[o].inflight = 1;
+    p[x].inflight = 3;
+    assert_int_equal(SPILLS(NULL, 0), 0);
+    assert_int_equal(ring_at(&ring, p, 42, 0, NULL), o);
+
+    /* the owner ineligible: the next peer clockwise is the owner now */
+    p[o].inflight = 9;
+    p[o].eligible = 0;
+    p[x].inflight = 0;
+    assert_int_equal(SPILLS(NULL, 0), 0);
+
+    /* no eligible peer: waiting would not help */
+    for (i = 0; i < NPEERS; i++) {
+        p[i].eligible = 0;
+    }
+
+    assert_int_equal(SPILLS(NULL, 0), 0);
+
+#undef SPILLS
+
+    free(ring.points); free(ring.owners);
+}
+
+
 static void
 test_headers(void **state)
 {
@@ -617,6 +689,7 @@ main(void)
         cmocka_unit_test(test_ring_bounded_load),
         cmocka_unit_test(test_ring_recent),
         cmocka_unit_test(test_ring_foot),
+        cmocka_unit_test(test_ring_spills),
         cmocka_unit_test(test_headers),
     };
 
