@@ -65,6 +65,10 @@ directive_of() {
         prefix_w[0-9]*) echo "llm_balance prefix wait=${1#prefix_w}ms;" ;;
         prefix_s1w[0-9]*)
             echo "llm_balance prefix slack=1 wait=${1#prefix_s1w}ms;" ;;
+        prefix_e[0-9]*)
+            # prefix_eEs1wW: epsilon=0.E slack=1 wait=W ms (prefix_e20s1w40)
+            local e=${1#prefix_e} w=${1##*w}
+            echo "llm_balance prefix epsilon=0.${e%%s*} slack=1 wait=${w}ms;" ;;
         *) echo "${directive[$1]}" ;;
     esac
 }

@@ -868,7 +868,9 @@ again:
     if (bcf->method == NGX_HTTP_LLM_BALANCE_PREFIX && !pd->backup
         && ctx && ctx->inspected && sh->recent)
     {
-        recent = &sh->recent[pd->key % NGX_HTTP_LLM_BALANCE_RECENT];
+        recent = ngx_http_llm_pick_recent_slot(sh->recent,
+                                               NGX_HTTP_LLM_BALANCE_RECENT,
+                                               pd->key);
     }
 
     for (pass = 0; pass < 2 && best < 0; pass++) {
@@ -1003,6 +1005,7 @@ again:
         /* best will hold this prefix: the history a later spill reads */
         ngx_http_llm_pick_recent_note(recent, pd->key, (uint32_t) best,
                                       sh->foot, sh->nfoot);
+        recent->stamp = (uint32_t) ngx_current_msec;
     }
 
     ngx_shmtx_unlock(&bcf->shpool->mutex);
@@ -1768,7 +1771,9 @@ ngx_http_llm_balancer_spills(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
     }
 
     recent = sh->recent
-             ? &sh->recent[ctx->bal.wait_key % NGX_HTTP_LLM_BALANCE_RECENT]
+             ? ngx_http_llm_pick_recent_slot(sh->recent,
+                                             NGX_HTTP_LLM_BALANCE_RECENT,
+                                             ctx->bal.wait_key)
              : NULL;
 
     spill = ngx_http_llm_pick_ring_spills(&bcf->ring, ctx->bal.wait_pick, i,

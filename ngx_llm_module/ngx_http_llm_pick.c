@@ -604,6 +604,35 @@ ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
 }
 
 
+ngx_http_llm_pick_recent_t *
+ngx_http_llm_pick_recent_slot(ngx_http_llm_pick_recent_t *table, size_t n,
+    uint64_t key)
+{
+    ngx_http_llm_pick_recent_t  *a, *b;
+
+    a = &table[key % n];
+    b = &table[ngx_http_llm_pick_mix(key) % n];
+
+    if (a->key == key) {
+        return a;
+    }
+
+    if (b->key == key) {
+        return b;
+    }
+
+    if (a->peer[0] == 0) {
+        return a;
+    }
+
+    if (b->peer[0] == 0) {
+        return b;
+    }
+
+    return ((int32_t) (a->stamp - b->stamp) <= 0) ? a : b;
+}
+
+
 void
 ngx_http_llm_pick_recent_note(ngx_http_llm_pick_recent_t *recent,
     uint64_t key, uint32_t peer, uint32_t *foot, size_t nfoot)

@@ -64,6 +64,7 @@ typedef struct {
 typedef struct {
     uint64_t                    key;
     uint32_t                    peer[NGX_HTTP_LLM_PICK_RECENT];
+    uint32_t                    stamp;      /* last noted, the caller's clock */
 } ngx_http_llm_pick_recent_t;
 
 
@@ -137,6 +138,14 @@ int ngx_http_llm_pick_ring_spills(const ngx_http_llm_pick_ring_t *ring,
  * history of another key is replaced. With foot (nfoot peers, NULL:
  * none), the entry's count moves from its old front server to peer
  */
+/*
+ * the entry of key in a history of n entries: each key has two candidate
+ * entries (two keys sharing one still both fit); the one holding key, else
+ * an empty one, else the one noted longer ago, which a note then takes over
+ */
+ngx_http_llm_pick_recent_t *ngx_http_llm_pick_recent_slot(
+    ngx_http_llm_pick_recent_t *table, size_t n, uint64_t key);
+
 void ngx_http_llm_pick_recent_note(ngx_http_llm_pick_recent_t *recent,
     uint64_t key, uint32_t peer, uint32_t *foot, size_t nfoot);
 

@@ -649,6 +649,58 @@ test_ring_spills(void **state)
 }
 
 
+/* two keys of one entry both keep their history; a third takes the older */
+
+static void
+test_recent_slot(void **state)
+{
+    uint64_t                     k1, k2, k3;
+    ngx_http_llm_pick_recent_t   table[8], *e1, *e2, *e3;
+
+    memset(table, 0, sizeof(table));
+
+    /* k1 and k2 share their first entry (the key modulo 8) */
+    k1 = 8 * 1 + 3;
+    k2 = 8 * 2 + 3;
+
+    e1 = ngx_http_llm_pick_recent_slot(table, 8, k1);
+    ngx_http_llm_pick_recent_note(e1, k1, 0, NULL, 0);
+    e1->stamp = 1;
+
+    e2 = ngx_http_llm_pick_recent_slot(table, 8, k2);
+    assert_ptr_not_equal(e1, e2);
+    assert_int_not_equal(e2->key, k2);
+    ngx_http_llm_pick_recent_note(e2, k2, 1, NULL, 0);
+    e2->stamp = 2;
+
+    /* both found again, each with its server */
+    e1 = ngx_http_llm_pick_recent_slot(table, 8, k1);
+    e2 = ngx_http_llm_pick_recent_slot(table, 8, k2);
+    assert_true(e1->key == k1 && e1->peer[0] == 1);
+    assert_true(e2->key == k2 && e2->peer[0] == 2);
+
+    /*
+     * a key whose two entries are taken: not found, it gets the one noted
+     * longer ago
+     */
+    for (k3 = 100; ; k3++) {
+        e3 = ngx_http_llm_pick_recent_slot(table, 8, k3);
+
+        if ((e3 == e1 || e3 == e2)
+            && (&table[k3 % 8] == e1 || &table[k3 % 8] == e2)
+            && (&table[ngx_http_llm_pick_mix(k3) % 8] == e1
+                || &table[ngx_http_llm_pick_mix(k3) % 8] == e2)
+            && &table[k3 % 8] != &table[ngx_http_llm_pick_mix(k3) % 8])
+        {
+            break;
+        }
+    }
+
+    assert_int_not_equal(e3->key, k3);
+    assert_ptr_equal(e3, e1->stamp < e2->stamp ? e1 : e2);
+}
+
+
 static void
 test_headers(void **state)
 {
@@ -690,6 +742,7 @@ main(void)
         cmocka_unit_test(test_ring_recent),
         cmocka_unit_test(test_ring_foot),
         cmocka_unit_test(test_ring_spills),
+        cmocka_unit_test(test_recent_slot),
         cmocka_unit_test(test_headers),
     };
 
