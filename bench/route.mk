@@ -2,7 +2,7 @@
 # (limit + cached route decision + llm_balance + usage to the sidecar)
 # against plain proxy_pass on the same mock, and the gateway with the
 # sidecar stopped against it running. Included by the top-level Makefile.
-# BENCH_SECONDS x BENCH_ROUNDS per comparison (default 5 x 4);
+# BENCH_SECONDS x BENCH_ROUNDS per comparison (default 5 x 10);
 # BENCH_PORT_BASE (3 ports, default 18110) moves the ports.
 
 .PHONY: bench-route

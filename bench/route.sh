@@ -21,7 +21,7 @@ root=$1 nginx=$2
 # BENCH_SECONDS x BENCH_ROUNDS per comparison; BENCH_CONNS: wrk connections;
 # BENCH_BATCH: llm_sidecar batch= (the default when unset)
 port=${BENCH_PORT_BASE:-18110}
-secs=${BENCH_SECONDS:-5} rounds=${BENCH_ROUNDS:-4} conns=${BENCH_CONNS:-32}
+secs=${BENCH_SECONDS:-5} rounds=${BENCH_ROUNDS:-10} conns=${BENCH_CONNS:-32}
 mock_port=$port plain_port=$((port + 1)) llm_port=$((port + 2))
 
 for bin in wrk; do
