@@ -19,7 +19,8 @@
 # (40: a cold 2048-token prefix costs ~82 ms), BENCH_CACHE_BLOCKS (2560
 # blocks of 16 tokens: 20 of the 64 group prefixes per replica),
 # BENCH_REQUESTS (per trace, 1024), BENCH_METHODS (prefix_w, prefix_s1w:
-# wait=40ms; prefix_wN, prefix_s1wN: wait=N ms), BENCH_SCENARIOS (set
+# wait=40ms; prefix_wN, prefix_s1wN: wait=N ms; prefix_wNcM: wait=N ms
+# cold_wait=M ms; prefix_eEs1wN: epsilon=0.E slack=1 wait=N ms), BENCH_SCENARIOS (set
 # and empty: the overhead part only),
 # BENCH_ROUNDS / BENCH_SECONDS (overhead, 3 x 5 s; BENCH_ROUNDS=0 skips).
 set -euo pipefail
@@ -62,6 +63,10 @@ directive_of() {
     case $1 in
         prefix_w) echo "llm_balance prefix wait=40ms;" ;;
         prefix_s1w) echo "llm_balance prefix slack=1 wait=40ms;" ;;
+        prefix_w[0-9]*c[0-9]*)
+            # prefix_wWcC: wait=W ms, cold_wait=C ms (prefix_w160c10)
+            local w=${1#prefix_w}
+            echo "llm_balance prefix wait=${w%%c*}ms cold_wait=${w#*c}ms;" ;;
         prefix_w[0-9]*) echo "llm_balance prefix wait=${1#prefix_w}ms;" ;;
         prefix_s1w[0-9]*)
             echo "llm_balance prefix slack=1 wait=${1#prefix_s1w}ms;" ;;

@@ -60,37 +60,18 @@ EOC
 EOC
 }
 
-run_n() {
-    local i
-    for i in $(seq "$1"); do
-        curl -sf -o /dev/null -H 'Content-Type: application/json' \
-             --data-binary @"$body" "http://127.0.0.1:$cg/v1/chat/completions" \
-            || bench_die "request $i failed"
-    done
+# one request to the callgrind nginx; $1: its number
+run_one() {
+    curl -sf -o /dev/null -H 'Content-Type: application/json' \
+         --data-binary @"$body" "http://127.0.0.1:$cg/v1/chat/completions" \
+        || bench_die "request $1 failed"
 }
 
 for mode in ${BENCH_CG_MODES:-off other idle}; do
     conf "$mode" | nginx_conf "$dir" 1
-    sed -i '1i master_process off;\ndaemon off;' "$dir/conf/nginx.conf"
-    rm -f "$dir"/callgrind.out.*
-    valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out.%p" \
-        "$BENCH_NGINX" -p "$dir" -c conf/nginx.conf 2> "$dir/valgrind.log" &
-    vpid=$!
-    bench_on_exit "kill $vpid 2>/dev/null"
-    wait_port "$cg"
-    run_n 20
-    callgrind_control -z "$vpid" > /dev/null
-    run_n "$cgn"
-    callgrind_control -d "$vpid" > /dev/null
-    kill "$vpid"
-    wait "$vpid" 2> /dev/null || true
-    dump=$dir/callgrind.out.$vpid.1
-    [ -f "$dump" ] || bench_die "no callgrind dump $dump"
-    ir=$(awk '/^summary:|^totals:/ {print $2; exit}' "$dump")
-    hold=$(callgrind_annotate --inclusive=yes --threshold=100 "$dump" 2> /dev/null \
-           | awk '/^ *[0-9,]+ \([ 0-9.]+%\)  [^ ]*:ngx_http_llm_balancer_hold/ {
-                      gsub(",", "", $1); s += $1 }
-                  END {print s + 0}')
+    callgrind_nginx "$dir" "$cg" run_one "$cgn"
+    ir=$CG_IR
+    hold=$(callgrind_sum "$CG_DUMP" yes ngx_http_llm_balancer_hold)
     awk -v ir="$ir" -v n="$cgn" -v h="$hold" -v m="$mode" \
         'BEGIN {printf "balance_wait: callgrind %-5s %9.0f instructions per request (ngx_http_llm_balancer_hold, inclusive: %.0f)\n", m, ir / n, h / n}'
 done

@@ -10,6 +10,9 @@
 #   nginx_start DIR PORT...         # waits for the ports
 #   wrk_post PORT BODY SECS CONNS   # "req/s p99_ms requests non2xx"
 #   ab_rounds ROUNDS a=CMD b=CMD    # A/B(/C...) alternation, means in AB_MEAN
+#   callgrind_nginx DIR PORT FN N   # instructions of one nginx process over
+#                                   # N calls of FN: CG_IR, CG_DUMP
+#   callgrind_sum DUMP yes|no REGEX # instructions of the functions matching
 #
 # Everything started here is stopped by its own PID (never by name) when
 # the script exits. Figures, not tests: the machine has shared cores.
@@ -209,4 +212,40 @@ ab_rounds() {
         AB_MEAN[$name]=$(awk -v s="${sum1[$name]}" -v n="$rounds" 'BEGIN {print s / n}')
         AB_MEAN[$name.2]=$(awk -v s="${sum2[$name]}" -v n="$rounds" 'BEGIN {print s / n}')
     done
+}
+
+
+# callgrind_nginx DIR PORT FN N: nginx (DIR/conf/nginx.conf, already
+# written) in one process under callgrind; FN (a shell function of the
+# caller sending one request per call, its argument the call's number)
+# runs 20 times to warm up, then N times between zeroing and dumping the
+# counters. Sets CG_DUMP (the dump) and CG_IR (its total instructions).
+callgrind_nginx() {
+    local dir=$1 port=$2 fn=$3 n=$4 vpid i
+    command -v valgrind > /dev/null || bench_die "no valgrind (make deps-bench)"
+    sed -i '1i master_process off;\ndaemon off;' "$dir/conf/nginx.conf"
+    rm -f "$dir"/callgrind.out.*
+    valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out.%p" \
+        "$BENCH_NGINX" -p "$dir" -c conf/nginx.conf 2> "$dir/valgrind.log" &
+    vpid=$!
+    bench_on_exit "kill $vpid 2>/dev/null"
+    wait_port "$port"
+    for i in $(seq 20); do "$fn" "$i"; done
+    callgrind_control -z "$vpid" > /dev/null
+    for i in $(seq "$n"); do "$fn" "$i"; done
+    callgrind_control -d "$vpid" > /dev/null
+    kill "$vpid"
+    wait "$vpid" 2> /dev/null || true
+    CG_DUMP=$dir/callgrind.out.$vpid.1
+    [ -f "$CG_DUMP" ] || bench_die "no callgrind dump $CG_DUMP"
+    CG_IR=$(awk '/^summary:|^totals:/ {print $2; exit}' "$CG_DUMP")
+}
+
+# callgrind_sum DUMP INCLUSIVE REGEX: the instructions of the functions
+# whose name matches REGEX (an awk regex), inclusive (yes) or own (no)
+callgrind_sum() {
+    callgrind_annotate --inclusive="$2" --threshold=100 "$1" 2> /dev/null \
+        | awk -v re="$3" '$0 ~ "^ *[0-9,]+ \\([ 0-9.]+%\\)  [^ ]*:" re {
+                              gsub(",", "", $1); s += $1 }
+                          END {print s + 0}'
 }

@@ -69,38 +69,19 @@ nginx_stop "$BENCH_DIR/b"
 
 command -v valgrind > /dev/null || bench_die "no valgrind (make deps-bench)"
 
-stream_n() {
-    local i
-    for i in $(seq "$1"); do
-        curl -sf -o /dev/null -H 'Content-Type: application/json' \
-             --data-binary @"$body" "http://127.0.0.1:$cg/v1/chat/completions" \
-            || bench_die "request $i failed"
-    done
+# one request to the callgrind nginx; $1: its number
+stream_one() {
+    curl -sf -o /dev/null -H 'Content-Type: application/json' \
+         --data-binary @"$body" "http://127.0.0.1:$cg/v1/chat/completions" \
+        || bench_die "request $1 failed"
 }
 
 for mode in off on; do
     dir=$BENCH_DIR/cg-$mode
     conf "$cg" "$mode" | nginx_conf "$dir" 1
-    sed -i '1i master_process off;\ndaemon off;' "$dir/conf/nginx.conf"
-    rm -f "$dir"/callgrind.out.*
-    valgrind --tool=callgrind --callgrind-out-file="$dir/callgrind.out.%p" \
-        "$BENCH_NGINX" -p "$dir" -c conf/nginx.conf 2> "$dir/valgrind.log" &
-    vpid=$!
-    bench_on_exit "kill $vpid 2>/dev/null"
-    wait_port "$cg"
-    stream_n 20
-    callgrind_control -z "$vpid" > /dev/null
-    stream_n "$cgn"
-    callgrind_control -d "$vpid" > /dev/null
-    kill "$vpid"
-    wait "$vpid" 2> /dev/null || true
-    dump=$dir/callgrind.out.$vpid.1
-    [ -f "$dump" ] || bench_die "no callgrind dump $dump"
-    ir=$(awk '/^summary:|^totals:/ {print $2; exit}' "$dump")
-    own=$(callgrind_annotate --inclusive=no --threshold=100 "$dump" 2> /dev/null \
-          | awk '/^ *[0-9,]+ \([ 0-9.]+%\)  [^ ]*:ngx_http_llm_retry_/ {
-                     gsub(",", "", $1); s += $1 }
-                 END {print s + 0}')
+    callgrind_nginx "$dir" "$cg" stream_one "$cgn"
+    ir=$CG_IR
+    own=$(callgrind_sum "$CG_DUMP" no ngx_http_llm_retry_)
     declare "ir_$mode=$ir" "own_$mode=$own"
     awk -v ir="$ir" -v n="$cgn" -v own="$own" -v m="$mode" \
         'BEGIN {printf "retry: callgrind llm_retry %-3s %9.0f instructions per request (ngx_http_llm_retry_*: %.0f)\n", m, ir / n, own / n}'

@@ -6,7 +6,8 @@
  *
  *     llm_balance least_tokens | peak_ewma | prefix [decay=time]
  *                 [epsilon=number] [slack=number] [tokens=number]
- *                 [wait=time] [output_tokens=number] [cooldown=time]
+ *                 [wait=time [cold_wait=time]] [output_tokens=number]
+ *                 [cooldown=time]
  *                 [seed=number];
  *
  * Built on the round-robin peer structures the way least_conn is: the
@@ -77,6 +78,7 @@ struct ngx_http_llm_balancer_conf_s {
     ngx_uint_t                      slack;          /* requests */
     ngx_uint_t                      tokens;         /* prefix key: K */
     ngx_msec_t                      wait;           /* prefix: hold, 0 */
+    ngx_msec_t                      cold_wait;      /* a prefix unseen */
     ngx_uint_t                      output_tokens;
     ngx_msec_t                      cooldown;
     uint64_t                        seed;
@@ -150,7 +152,7 @@ static void ngx_http_llm_balancer_expect(ngx_http_llm_balancer_conf_t *bcf,
 static ngx_http_llm_balancer_conf_t *ngx_http_llm_balancer_waits(
     ngx_http_upstream_srv_conf_t *uscf);
 static ngx_int_t ngx_http_llm_balancer_spills(ngx_http_request_t *r,
-    ngx_http_llm_ctx_t *ctx);
+    ngx_http_llm_ctx_t *ctx, ngx_uint_t *warm);
 static void ngx_http_llm_balancer_wait_handler(ngx_http_request_t *r);
 
 
@@ -214,6 +216,7 @@ ngx_http_llm_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
     bcf->slack = 0;
     bcf->output_tokens = NGX_HTTP_LLM_BALANCE_OUTPUT;
     bcf->cooldown = 1000;
+    bcf->cold_wait = NGX_CONF_UNSET_MSEC;
 
     for (i = 2; i < cf->args->nelts; i++) {
 
@@ -307,6 +310,28 @@ ngx_http_llm_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
+        if (ngx_strncmp(value[i].data, "cold_wait=", 10) == 0) {
+            if (bcf->method != NGX_HTTP_LLM_BALANCE_PREFIX) {
+                goto only;
+            }
+
+            s.data = value[i].data + 10;
+            s.len = value[i].len - 10;
+
+            bcf->cold_wait = ngx_parse_time(&s, 0);
+            if (bcf->cold_wait == (ngx_msec_t) NGX_ERROR
+                || bcf->cold_wait > NGX_HTTP_LLM_BALANCE_MAX_WAIT)
+            {
+                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                                   "invalid \"%V\" in \"llm_balance\": "
+                                   "cold_wait must be a time from 0 to 60s, "
+                                   "e.g. cold_wait=10ms", &value[i]);
+                return NGX_CONF_ERROR;
+            }
+
+            continue;
+        }
+
         if (ngx_strncmp(value[i].data, "output_tokens=", 14) == 0) {
             n = ngx_atoi(value[i].data + 14, value[i].len - 14);
             if (n == NGX_ERROR || n == 0) {
@@ -343,6 +368,19 @@ ngx_http_llm_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         goto invalid;
     }
 
+    /* a prefix no server served lately waits as long as any, unless set */
+
+    if (bcf->cold_wait == NGX_CONF_UNSET_MSEC) {
+        bcf->cold_wait = bcf->wait;
+
+    } else if (bcf->cold_wait > bcf->wait) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"cold_wait=\" of \"llm_balance\" must not be "
+                           "longer than \"wait=\" (which is %M ms)",
+                           bcf->wait);
+        return NGX_CONF_ERROR;
+    }
+
     uscf = ngx_http_conf_get_module_srv_conf(cf, ngx_http_upstream_module);
 
     if (uscf->peer.init_upstream) {
@@ -370,8 +408,8 @@ only:
 
     ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                        "\"%V\" does not apply to \"llm_balance %V\": decay= "
-                       "is for peak_ewma, epsilon=, slack=, tokens= and "
-                       "wait= for prefix",
+                       "is for peak_ewma, epsilon=, slack=, tokens=, "
+                       "wait= and cold_wait= for prefix",
                        &value[i], &value[1]);
     return NGX_CONF_ERROR;
 
@@ -1577,7 +1615,7 @@ ngx_http_llm_balancer_hold(ngx_http_request_t *r, void *data)
     ngx_http_llm_ctx_t *ctx = data;
 
     ngx_str_t                      *name;
-    ngx_uint_t                      i;
+    ngx_uint_t                      i, warm;
     ngx_http_llm_loc_conf_t        *llcf;
     ngx_http_upstream_conf_t       *ucf;
     ngx_http_upstream_srv_conf_t   *uscf, **uscfp;
@@ -1631,7 +1669,19 @@ ngx_http_llm_balancer_hold(ngx_http_request_t *r, void *data)
         return NGX_DECLINED;
     }
 
-    if (!ngx_http_llm_balancer_spills(r, ctx)) {
+    if (!ngx_http_llm_balancer_spills(r, ctx, &warm)) {
+        return NGX_DECLINED;
+    }
+
+    /*
+     * a prefix some server served lately waits up to wait=, one no server
+     * has seen up to cold_wait= (a unique prompt gains little from its
+     * ring owner, a group's first request avoids a second cached copy)
+     */
+
+    ctx->bal.wait_max = warm ? bcf->wait : bcf->cold_wait;
+
+    if (ctx->bal.wait_max == 0) {
         return NGX_DECLINED;
     }
 
@@ -1644,7 +1694,7 @@ ngx_http_llm_balancer_hold(ngx_http_request_t *r, void *data)
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "llm balance: prefix %016xL of \"%V\" held, its home is "
                    "full, wait up to %M ms",
-                   ctx->bal.wait_key, bcf->upstream, bcf->wait);
+                   ctx->bal.wait_key, bcf->upstream, ctx->bal.wait_max);
 
     r->read_event_handler = ngx_http_test_reading;
     r->write_event_handler = ngx_http_llm_balancer_wait_handler;
@@ -1659,7 +1709,7 @@ ngx_http_llm_balancer_hold(ngx_http_request_t *r, void *data)
 static void
 ngx_http_llm_balancer_wait_handler(ngx_http_request_t *r)
 {
-    ngx_uint_t                     spill;
+    ngx_uint_t                     spill, warm;
     ngx_msec_t                     held;
     ngx_event_t                   *wev;
     ngx_http_llm_ctx_t            *ctx;
@@ -1681,12 +1731,12 @@ ngx_http_llm_balancer_wait_handler(ngx_http_request_t *r)
     bcf = ctx->bal.wait_conf;
 
     held = ngx_current_msec - ctx->bal.wait_start;
-    spill = ngx_http_llm_balancer_spills(r, ctx);
+    spill = ngx_http_llm_balancer_spills(r, ctx, &warm);
 
-    if (spill && held < bcf->wait) {
+    if (spill && held < ctx->bal.wait_max) {
         wev->delayed = 1;
         ngx_add_timer(wev, ngx_min(NGX_HTTP_LLM_BALANCE_POLL,
-                                   bcf->wait - held));
+                                   ctx->bal.wait_max - held));
         return;
     }
 
@@ -1717,7 +1767,8 @@ ngx_http_llm_balancer_wait_handler(ngx_http_request_t *r)
 /* would get_peer spill this request now? pass 0's view of the servers */
 
 static ngx_int_t
-ngx_http_llm_balancer_spills(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
+ngx_http_llm_balancer_spills(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
+    ngx_uint_t *warm)
 {
     int                             spill;
     time_t                          now;
@@ -1775,6 +1826,9 @@ ngx_http_llm_balancer_spills(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx)
                                              NGX_HTTP_LLM_BALANCE_RECENT,
                                              ctx->bal.wait_key)
              : NULL;
+
+    /* without a history (no room for it) every prefix counts as served */
+    *warm = (recent == NULL || recent->key == ctx->bal.wait_key);
 
     spill = ngx_http_llm_pick_ring_spills(&bcf->ring, ctx->bal.wait_pick, i,
                                           ctx->bal.wait_key, bcf->epsilon,

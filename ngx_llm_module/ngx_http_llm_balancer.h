@@ -44,6 +44,7 @@ typedef struct {
     uint64_t                        wait_key;
     ngx_msec_t                      wait_start;
     ngx_msec_t                      waited;     /* ms held */
+    ngx_msec_t                      wait_max;   /* wait= or cold_wait= */
 
     unsigned                        picked:1;   /* the fields above valid */
     unsigned                        first:1;    /* first token accounted */

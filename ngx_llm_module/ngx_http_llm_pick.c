@@ -419,7 +419,9 @@ ngx_http_llm_pick_ring_spills(const ngx_http_llm_pick_ring_t *ring,
 
     lo = ngx_http_llm_pick_ring_lookup(ring, hash);
 
-    /* the owner: the first eligible peer clockwise */
+    /* the owner: the first eligible peer clockwise (none: n) */
+
+    owner = (uint32_t) n;
 
     for (step = 0; step < ring->n; step++) {
         k = lo + step;
@@ -427,15 +429,14 @@ ngx_http_llm_pick_ring_spills(const ngx_http_llm_pick_ring_t *ring,
         o = ring->owners[k];
 
         if (o < n && peers[o].eligible) {
+            owner = o;
             break;
         }
     }
 
-    if (step == ring->n) {
+    if (owner == n) {
         return 0;
     }
-
-    owner = o;
 
     if (peers[owner].inflight + 1
         <= ngx_http_llm_pick_cap(load, weight, peers[owner].weight, epsilon,

@@ -448,7 +448,7 @@ qr/invalid "epsilon=0" in "llm_balance": epsilon must be a number above 0 and at
 --- config
 --- must_die
 --- error_log eval
-qr/"decay=10s" does not apply to "llm_balance prefix": decay= is for peak_ewma, epsilon=, slack=, tokens= and wait= for prefix in .*nginx\.conf:\d+/
+qr/"decay=10s" does not apply to "llm_balance prefix": decay= is for peak_ewma, epsilon=, slack=, tokens=, wait= and cold_wait= for prefix in .*nginx\.conf:\d+/
 
 
 
@@ -759,7 +759,7 @@ qr/invalid "slack=1001" in "llm_balance": slack must be a number of requests fro
 --- config
 --- must_die
 --- error_log eval
-qr/"slack=1" does not apply to "llm_balance least_tokens": decay= is for peak_ewma, epsilon=, slack=, tokens= and wait= for prefix in .*nginx\.conf:\d+/
+qr/"slack=1" does not apply to "llm_balance least_tokens": decay= is for peak_ewma, epsilon=, slack=, tokens=, wait= and cold_wait= for prefix in .*nginx\.conf:\d+/
 
 
 
@@ -1051,7 +1051,7 @@ static route, fail-open).
 --- config
 --- must_die
 --- error_log eval
-qr/"wait=10ms" does not apply to "llm_balance peak_ewma": decay= is for peak_ewma, epsilon=, slack=, tokens= and wait= for prefix in .*nginx\.conf:\d+/
+qr/"wait=10ms" does not apply to "llm_balance peak_ewma": decay= is for peak_ewma, epsilon=, slack=, tokens=, wait= and cold_wait= for prefix in .*nginx\.conf:\d+/
 
 
 
@@ -1078,3 +1078,112 @@ qr/invalid "wait=20xs" in "llm_balance": wait must be a time from 0 to 60s, e\.g
 --- must_die
 --- error_log eval
 qr/invalid "wait=61s" in "llm_balance": wait must be a time from 0 to 60s, e\.g\. wait=20ms in .*nginx\.conf:\d+/
+
+
+
+=== TEST 34: prefix cold_wait=0: a prefix no server served is not held, a served one is
+A request of one prefix takes 2 s at its home; twelve short requests of
+twelve prefixes never seen follow one by one (about a third of them have
+the same home, which is at its bound: without cold_wait they would wait
+for it), then the first prefix again: only that one is held (until the
+first request ends), the twelve spill at once.
+--- http_config
+    upstream pool34 {
+        llm_balance prefix wait=3s cold_wait=0;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+    }
+    log_format wait34 'k=$http_x_k w=$llm_balance_wait s=$status';
+--- config
+    location /v1/ {
+        llm_gateway on;
+        access_log logs/wait34.log wait34;
+        proxy_pass http://pool34;
+    }
+    location = /hot {
+        internal;
+        proxy_method POST;
+        proxy_set_header content-type application/json;
+        proxy_set_header x-mock-ttft-ms 2000;
+        proxy_set_header x-k hot;
+        proxy_set_body '{"model":"m","max_tokens":2,"messages":[{"role":"system","content":"hot prefix 34"},{"role":"user","content":"q"}]}';
+        proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
+    }
+    location ~ ^/cold/(\d+)$ {
+        internal;
+        proxy_method POST;
+        proxy_set_header content-type application/json;
+        proxy_set_header x-k cold;
+        proxy_set_body '{"model":"m","max_tokens":2,"messages":[{"role":"system","content":"cold prefix 34 number $1"},{"role":"user","content":"q"}]}';
+        proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
+    }
+    location = /burst {
+        echo_location_async /hot;
+        echo_sleep 0.1;
+        echo_location /cold/1;
+        echo_location /cold/2;
+        echo_location /cold/3;
+        echo_location /cold/4;
+        echo_location /cold/5;
+        echo_location /cold/6;
+        echo_location /cold/7;
+        echo_location /cold/8;
+        echo_location /cold/9;
+        echo_location /cold/10;
+        echo_location /cold/11;
+        echo_location /cold/12;
+        echo_location /hot;
+    }
+    location = /alog {
+        default_type text/plain;
+        alias $TEST_NGINX_SERVER_ROOT/logs/wait34.log;
+    }
+--- request eval
+["GET /reset", "GET /burst", "GET /alog"]
+--- response_body_like eval
+["ok", ".*",
+ qr/\A(?:k=cold w=- s=200\n){12}k=hot w=- s=200\nk=hot w=[1-9]\d\d+ s=200\n\z/]
+--- timeout: 10
+--- no_error_log
+[alert]
+[emerg]
+
+
+
+=== TEST 35: cold_wait= longer than wait= is rejected with file:line
+--- http_config
+    upstream pool {
+        llm_balance prefix wait=20ms cold_wait=30ms;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- config
+--- must_die
+--- error_log eval
+qr/"cold_wait=" of "llm_balance" must not be longer than "wait=" \(which is 20 ms\) in .*nginx\.conf:\d+/
+
+
+
+=== TEST 36: a bad cold_wait is rejected with file:line
+--- http_config
+    upstream pool {
+        llm_balance prefix wait=20ms cold_wait=5q;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- config
+--- must_die
+--- error_log eval
+qr/invalid "cold_wait=5q" in "llm_balance": cold_wait must be a time from 0 to 60s, e\.g\. cold_wait=10ms in .*nginx\.conf:\d+/
+
+
+
+=== TEST 37: cold_wait= is for prefix only
+--- http_config
+    upstream pool {
+        llm_balance least_tokens cold_wait=5ms;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- config
+--- must_die
+--- error_log eval
+qr/"cold_wait=5ms" does not apply to "llm_balance least_tokens": decay= is for peak_ewma, epsilon=, slack=, tokens=, wait= and cold_wait= for prefix in .*nginx\.conf:\d+/
