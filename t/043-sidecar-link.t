@@ -9,6 +9,11 @@ use FindBin; use lib $FindBin::Bin; use LLM; use Sidecar;
 use Test::Nginx::Socket 'no_plan';
 use IO::Socket::UNIX;
 use POSIX ();
+use File::Temp ();
+
+# a private directory for the fake sidecar's socket and promtool's input
+# ($ENV{TMPDIR} may be unset: / is no place for them)
+our $tmp = File::Temp::tempdir("t043-XXXXXX", TMPDIR => 1, CLEANUP => 1);
 
 no_shuffle();
 no_long_string();
@@ -75,7 +80,7 @@ add_response_body_check(sub {
 
     return unless defined $block->promtool && ($body // '') =~ /^# HELP/;
 
-    my $file = "$ENV{TMPDIR}/043-metrics.$$.txt";
+    my $file = "$main::tmp/043-metrics.$$.txt";
     open my $fh, '>', $file or die "$file: $!";
     print $fh $body;
     close $fh;
@@ -243,10 +248,10 @@ keepalive must be between 0 and 1024
 
 === TEST 6: a reused connection closed by the sidecar before it answers: the call is made again on a new connection, the request is routed
 --- init
-main::fake_sidecar("$ENV{TMPDIR}/h043-fake.sock");
+main::fake_sidecar("$main::tmp/h043-fake.sock");
 --- http_config eval
 "upstream mock { server 127.0.0.1:$ENV{TEST_NGINX_MOCK_PORT}; }
-llm_sidecar unix:$ENV{TMPDIR}/h043-fake.sock spool=s043c:1m decisions=d043c:1m;
+llm_sidecar unix:$main::tmp/h043-fake.sock spool=s043c:1m decisions=d043c:1m;
 llm_metrics_zone metrics_043c:1m;"
 --- request eval
 [(map { "POST /v1/chat/completions
