@@ -184,7 +184,8 @@ ngx_http_llm_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
 
     ngx_int_t                      n;
     ngx_str_t                     *value, s;
-    ngx_uint_t                     i;
+    ngx_uint_t                     i, cold;
+    ngx_msec_t                     ms;
     ngx_http_upstream_srv_conf_t  *uscf;
 
     if (bcf->method) {
@@ -288,45 +289,40 @@ ngx_http_llm_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
             continue;
         }
 
-        if (ngx_strncmp(value[i].data, "wait=", 5) == 0) {
+        /* wait= and cold_wait=: prefix only, a time up to 60s */
+
+        if (ngx_strncmp(value[i].data, "wait=", 5) == 0
+            || ngx_strncmp(value[i].data, "cold_wait=", 10) == 0)
+        {
             if (bcf->method != NGX_HTTP_LLM_BALANCE_PREFIX) {
                 goto only;
             }
 
-            s.data = value[i].data + 5;
-            s.len = value[i].len - 5;
+            cold = (value[i].data[0] == 'c');
 
-            bcf->wait = ngx_parse_time(&s, 0);
-            if (bcf->wait == (ngx_msec_t) NGX_ERROR
-                || bcf->wait > NGX_HTTP_LLM_BALANCE_MAX_WAIT)
+            s.data = (u_char *) ngx_strlchr(value[i].data,
+                                            value[i].data + value[i].len, '=')
+                     + 1;
+            s.len = value[i].data + value[i].len - s.data;
+
+            ms = ngx_parse_time(&s, 0);
+            if (ms == (ngx_msec_t) NGX_ERROR
+                || ms > NGX_HTTP_LLM_BALANCE_MAX_WAIT)
             {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "invalid \"%V\" in \"llm_balance\": "
-                                   "wait must be a time from 0 to 60s, "
-                                   "e.g. wait=20ms", &value[i]);
+                                   "%s must be a time from 0 to 60s, "
+                                   "e.g. %s", &value[i],
+                                   cold ? "cold_wait" : "wait",
+                                   cold ? "cold_wait=10ms" : "wait=20ms");
                 return NGX_CONF_ERROR;
             }
 
-            continue;
-        }
+            if (cold) {
+                bcf->cold_wait = ms;
 
-        if (ngx_strncmp(value[i].data, "cold_wait=", 10) == 0) {
-            if (bcf->method != NGX_HTTP_LLM_BALANCE_PREFIX) {
-                goto only;
-            }
-
-            s.data = value[i].data + 10;
-            s.len = value[i].len - 10;
-
-            bcf->cold_wait = ngx_parse_time(&s, 0);
-            if (bcf->cold_wait == (ngx_msec_t) NGX_ERROR
-                || bcf->cold_wait > NGX_HTTP_LLM_BALANCE_MAX_WAIT)
-            {
-                ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
-                                   "invalid \"%V\" in \"llm_balance\": "
-                                   "cold_wait must be a time from 0 to 60s, "
-                                   "e.g. cold_wait=10ms", &value[i]);
-                return NGX_CONF_ERROR;
+            } else {
+                bcf->wait = ms;
             }
 
             continue;
