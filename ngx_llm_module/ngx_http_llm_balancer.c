@@ -145,6 +145,10 @@ static void ngx_http_llm_balancer_free_peer(ngx_peer_connection_t *pc,
 static void ngx_http_llm_balancer_hints(ngx_http_request_t *r,
     ngx_http_llm_balancer_hints_t *h, uint64_t wall);
 static uint64_t ngx_http_llm_balancer_wall(void);
+static ngx_uint_t ngx_http_llm_balancer_sick(ngx_http_upstream_rr_peer_t *peer,
+    ngx_http_llm_balancer_node_t *node, time_t now, uint64_t wall);
+static ngx_uint_t ngx_http_llm_balancer_spent(
+    ngx_http_llm_balancer_node_t *node, uint64_t wall, uint64_t tokens);
 static uint64_t ngx_http_llm_balancer_key(ngx_http_llm_balancer_conf_t *bcf,
     ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_balancer_expect(ngx_http_llm_balancer_conf_t *bcf,
@@ -828,6 +832,33 @@ ngx_http_llm_balancer_key(ngx_http_llm_balancer_conf_t *bcf,
 }
 
 
+/* failed max_fails times within fail_timeout, or cooling down */
+
+static ngx_uint_t
+ngx_http_llm_balancer_sick(ngx_http_upstream_rr_peer_t *peer,
+    ngx_http_llm_balancer_node_t *node, time_t now, uint64_t wall)
+{
+    return (peer->max_fails && peer->fails >= peer->max_fails
+            && now - peer->checked <= peer->fail_timeout)
+           || node->cool_until > wall;
+}
+
+
+/* the provider's remaining requests or tokens would not cover this one */
+
+static ngx_uint_t
+ngx_http_llm_balancer_spent(ngx_http_llm_balancer_node_t *node, uint64_t wall,
+    uint64_t tokens)
+{
+    return node->budget_until > wall
+           && ((node->remaining_requests >= 0
+                && (uint64_t) node->remaining_requests <= node->inflight)
+               || (node->remaining_tokens >= 0
+                   && (uint64_t) node->remaining_tokens
+                      < node->outstanding + tokens));
+}
+
+
 static uint64_t
 ngx_http_llm_balancer_wall(void)
 {
@@ -936,9 +967,7 @@ again:
                 continue;
             }
 
-            sick = (peer->max_fails && peer->fails >= peer->max_fails
-                    && now - peer->checked <= peer->fail_timeout)
-                   || node->cool_until > wall;
+            sick = ngx_http_llm_balancer_sick(peer, node, now, wall);
 
             /* a lone server is never left out for failures (as nginx) */
 
@@ -949,13 +978,8 @@ again:
             if (pass == 0
                 && (sick
                     || (ctx && ord < 64 && (ctx->bal.tried & (1ULL << ord)))
-                    || (node->budget_until > wall
-                        && ((node->remaining_requests >= 0
-                             && (uint64_t) node->remaining_requests
-                                <= node->inflight)
-                            || (node->remaining_tokens >= 0
-                                && (uint64_t) node->remaining_tokens
-                                   < node->outstanding + prompt + output)))))
+                    || ngx_http_llm_balancer_spent(node, wall,
+                                                   prompt + output)))
             {
                 soft++;
                 continue;
@@ -1769,7 +1793,7 @@ ngx_http_llm_balancer_spills(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     int                             spill;
     time_t                          now;
     uint64_t                        wall, prompt, output;
-    ngx_uint_t                      i, sick;
+    ngx_uint_t                      i;
     ngx_http_llm_pick_peer_t       *pk;
     ngx_http_llm_pick_recent_t     *recent;
     ngx_http_upstream_rr_peer_t    *peer;
@@ -1801,20 +1825,11 @@ ngx_http_llm_balancer_spills(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         pk->inflight = node->inflight;
         pk->weight = (uint32_t) ngx_max(peer->weight, 1);
 
-        sick = (peer->max_fails && peer->fails >= peer->max_fails
-                && now - peer->checked <= peer->fail_timeout)
-               || node->cool_until > wall;
-
-        pk->eligible = !peer->down && !sick
+        pk->eligible = !peer->down
                        && !(peer->max_conns && peer->conns >= peer->max_conns)
-                       && !(node->budget_until > wall
-                            && ((node->remaining_requests >= 0
-                                 && (uint64_t) node->remaining_requests
-                                    <= node->inflight)
-                                || (node->remaining_tokens >= 0
-                                    && (uint64_t) node->remaining_tokens
-                                       < node->outstanding + prompt
-                                         + output)));
+                       && !ngx_http_llm_balancer_sick(peer, node, now, wall)
+                       && !ngx_http_llm_balancer_spent(node, wall,
+                                                       prompt + output);
     }
 
     recent = sh->recent
