@@ -324,7 +324,8 @@ restart_nginx
 printf '%s' '{"model":"mock","max_tokens":4,"messages":[{"role":"user","content":"Write a haiku about NGINX."}]}' \
     > "$dir/small.json"
 specs=("plain=wrk_post $plain_port $dir/small.json $secs 32 | cut -d' ' -f1")
-for m in rr least_tokens peak_ewma prefix prefix_s1 prefix_w prefix_s1w; do
+for m in $methods; do
+    case $m in oracle|least_conn|random2) continue ;; esac
     p=$(port_of "$m")
     [ -n "$p" ] && specs+=("$m=wrk_post $p $dir/small.json $secs 32 | cut -d' ' -f1")
 done

@@ -6,7 +6,8 @@
  *
  *     llm_balance least_tokens | peak_ewma | prefix [decay=time]
  *                 [epsilon=number] [slack=number] [tokens=number]
- *                 [wait=time [cold_wait=time]] [output_tokens=number]
+ *                 [wait=time [cold_wait=time|auto]]
+ *                 [output_tokens=number]
  *                 [cooldown=time]
  *                 [seed=number];
  *
@@ -34,7 +35,11 @@
 #define NGX_HTTP_LLM_BALANCE_STEP       16          /* tokens per update */
 #define NGX_HTTP_LLM_BALANCE_RECENT     1024        /* prefixes remembered */
 #define NGX_HTTP_LLM_BALANCE_POLL       1           /* ms, wait= re-checks */
+#define NGX_HTTP_LLM_BALANCE_WAKE       8           /* held woken a release */
 #define NGX_HTTP_LLM_BALANCE_MAX_WAIT   60000       /* ms */
+
+/* cold_wait=auto holds cold prefixes while the reuse share is this high */
+#define NGX_HTTP_LLM_BALANCE_REUSE      (NGX_HTTP_LLM_PICK_REUSE_ONE / 4)
 
 
 /* one peer's figures in shared memory */
@@ -68,6 +73,12 @@ typedef struct {
 
     /* prefix wait=: holds that ended at home, that ended in a spill */
     uint64_t                        waits[2];
+
+    /* prefix: picks whose prefix was in the history, 1/65536 units */
+    uint32_t                        reuse;
+
+    /* prefix wait=: requests held now, every worker's */
+    uint32_t                        held;
 } ngx_http_llm_balancer_shctx_t;
 
 
@@ -79,6 +90,7 @@ struct ngx_http_llm_balancer_conf_s {
     ngx_uint_t                      tokens;         /* prefix key: K */
     ngx_msec_t                      wait;           /* prefix: hold, 0 */
     ngx_msec_t                      cold_wait;      /* a prefix unseen */
+    ngx_flag_t                      cold_auto;      /* cold_wait=auto */
     ngx_uint_t                      output_tokens;
     ngx_msec_t                      cooldown;
     uint64_t                        seed;
@@ -96,6 +108,9 @@ struct ngx_http_llm_balancer_conf_s {
     ngx_shm_zone_t                 *shm_zone;
     ngx_slab_pool_t                *shpool;
     ngx_http_llm_balancer_shctx_t  *sh;
+
+    /* wait=: this worker's held requests, first held first */
+    ngx_queue_t                     held;
 };
 
 
@@ -117,6 +132,7 @@ struct ngx_http_llm_balancer_pd_s {
     unsigned                        charged:1;
     unsigned                        backup:1;       /* rrp->peers: backup */
     unsigned                        first:1;        /* first token seen */
+    unsigned                        counted:1;      /* in the reuse share */
 };
 
 
@@ -156,7 +172,10 @@ static void ngx_http_llm_balancer_expect(ngx_http_llm_balancer_conf_t *bcf,
 static ngx_http_llm_balancer_conf_t *ngx_http_llm_balancer_waits(
     ngx_http_upstream_srv_conf_t *uscf);
 static ngx_int_t ngx_http_llm_balancer_spills(ngx_http_request_t *r,
-    ngx_http_llm_ctx_t *ctx, ngx_uint_t *warm);
+    ngx_http_llm_ctx_t *ctx, ngx_msec_t *wait);
+static void ngx_http_llm_balancer_wake(ngx_http_llm_balancer_conf_t *bcf);
+static void ngx_http_llm_balancer_unqueue(ngx_http_llm_ctx_t *ctx);
+static void ngx_http_llm_balancer_unhold(void *data);
 static void ngx_http_llm_balancer_wait_handler(ngx_http_request_t *r);
 
 
@@ -176,6 +195,8 @@ ngx_http_llm_balancer_create_srv_conf(ngx_conf_t *cf)
      *     bcf->method = 0;      llm_balance not used in this upstream
      *     bcf->shm_zone = NULL;
      */
+
+    ngx_queue_init(&bcf->held);
 
     return bcf;
 }
@@ -309,21 +330,29 @@ ngx_http_llm_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
                      + 1;
             s.len = value[i].data + value[i].len - s.data;
 
+            if (cold && s.len == 4 && ngx_strncmp(s.data, "auto", 4) == 0) {
+                bcf->cold_wait = NGX_CONF_UNSET_MSEC;
+                bcf->cold_auto = 1;
+                continue;
+            }
+
             ms = ngx_parse_time(&s, 0);
             if (ms == (ngx_msec_t) NGX_ERROR
                 || ms > NGX_HTTP_LLM_BALANCE_MAX_WAIT)
             {
                 ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
                                    "invalid \"%V\" in \"llm_balance\": "
-                                   "%s must be a time from 0 to 60s, "
+                                   "%s must be %sa time from 0 to 60s, "
                                    "e.g. %s", &value[i],
                                    cold ? "cold_wait" : "wait",
+                                   cold ? "\"auto\" or " : "",
                                    cold ? "cold_wait=10ms" : "wait=20ms");
                 return NGX_CONF_ERROR;
             }
 
             if (cold) {
                 bcf->cold_wait = ms;
+                bcf->cold_auto = 0;
 
             } else {
                 bcf->wait = ms;
@@ -368,10 +397,21 @@ ngx_http_llm_balance(ngx_conf_t *cf, ngx_command_t *cmd, void *conf)
         goto invalid;
     }
 
-    /* a prefix no server served lately waits as long as any, unless set */
+    /*
+     * a prefix no server served lately waits as long as any while most
+     * prefixes recur (cold_wait=auto, the default), or as long as set
+     */
+
+    if (bcf->cold_auto && bcf->wait == 0) {
+        ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
+                           "\"cold_wait=auto\" of \"llm_balance\" needs "
+                           "\"wait=\"");
+        return NGX_CONF_ERROR;
+    }
 
     if (bcf->cold_wait == NGX_CONF_UNSET_MSEC) {
         bcf->cold_wait = bcf->wait;
+        bcf->cold_auto = 1;
 
     } else if (bcf->cold_wait > bcf->wait) {
         ngx_conf_log_error(NGX_LOG_EMERG, cf, 0,
@@ -651,6 +691,9 @@ ngx_http_llm_balancer_init_zone(ngx_shm_zone_t *shm_zone, void *data)
         }
 
         ngx_memzero(sh, sizeof(ngx_http_llm_balancer_shctx_t));
+
+        /* until picks tell otherwise, prefixes are taken to recur */
+        sh->reuse = NGX_HTTP_LLM_PICK_REUSE_ONE;
 
         /* room for the servers of this and later configurations */
 
@@ -994,8 +1037,8 @@ again:
             && ctx && ctx->inspected)
         {
             best = ngx_http_llm_pick_ring(&bcf->ring, pd->pick, n, pd->key,
-                                          bcf->epsilon, bcf->slack, recent,
-                                          recent ? sh->foot : NULL);
+                                          bcf->epsilon, bcf->slack, sh->held,
+                                          recent, recent ? sh->foot : NULL);
 
         } else if (bcf->method == NGX_HTTP_LLM_BALANCE_EWMA) {
             rnd = bcf->seeded ? ngx_http_llm_pick_mix(bcf->seed + sh->draws++)
@@ -1060,6 +1103,13 @@ again:
     node->picks++;
 
     if (recent) {
+        if (!pd->counted) {
+            /* the share of picks whose prefix a server served lately */
+            pd->counted = 1;
+            sh->reuse = ngx_http_llm_pick_reuse(sh->reuse,
+                                                recent->key == pd->key);
+        }
+
         /* best will hold this prefix: the history a later spill reads */
         ngx_http_llm_pick_recent_note(recent, pd->key, (uint32_t) best,
                                       sh->foot, sh->nfoot);
@@ -1399,6 +1449,10 @@ ngx_http_llm_balancer_free_peer(ngx_peer_connection_t *pc, void *data,
 
     pd->charged = 0;
 
+    if (!ngx_queue_empty(&bcf->held)) {
+        ngx_http_llm_balancer_wake(bcf);
+    }
+
     if (pd->ctx && pd->ctx->bal.pd == pd) {
         pd->ctx->bal.pd = NULL;
     }
@@ -1635,7 +1689,9 @@ ngx_http_llm_balancer_hold(ngx_http_request_t *r, void *data)
     ngx_http_llm_ctx_t *ctx = data;
 
     ngx_str_t                      *name;
-    ngx_uint_t                      i, warm;
+    ngx_uint_t                      i;
+    ngx_msec_t                      wait;
+    ngx_pool_cleanup_t             *cln;
     ngx_http_llm_loc_conf_t        *llcf;
     ngx_http_upstream_conf_t       *ucf;
     ngx_http_upstream_srv_conf_t   *uscf, **uscfp;
@@ -1689,27 +1745,45 @@ ngx_http_llm_balancer_hold(ngx_http_request_t *r, void *data)
         return NGX_DECLINED;
     }
 
-    if (!ngx_http_llm_balancer_spills(r, ctx, &warm)) {
+    if (!ngx_http_llm_balancer_spills(r, ctx, &wait)) {
         return NGX_DECLINED;
     }
+
+    if (wait == 0) {
+        ngx_log_debug2(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "llm balance: prefix %016xL of \"%V\" not held: no "
+                       "server served it lately and cold_wait= is 0 now",
+                       ctx->bal.wait_key, bcf->upstream);
+        return NGX_DECLINED;
+    }
+
+    ctx->bal.wait_max = wait;
 
     /*
-     * a prefix some server served lately waits up to wait=, one no server
-     * has seen up to cold_wait= (a unique prompt gains little from its
-     * ring owner, a group's first request avoids a second cached copy)
+     * held: the limit_req delay pattern, polled; a release by this worker
+     * wakes it at once (ngx_http_llm_balancer_wake), the poll covers the
+     * other workers' releases
      */
 
-    ctx->bal.wait_max = warm ? bcf->wait : bcf->cold_wait;
-
-    if (ctx->bal.wait_max == 0) {
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
         return NGX_DECLINED;
     }
 
-    /* held: the limit_req delay pattern, polled */
+    cln->handler = ngx_http_llm_balancer_unhold;
+    cln->data = ctx;
 
     ctx->bal.held = 1;
     ctx->bal.waiting = 1;
     ctx->bal.wait_start = ngx_current_msec;
+    ctx->bal.wait_r = r;
+
+    ngx_shmtx_lock(&bcf->shpool->mutex);
+    bcf->sh->held++;
+    ngx_shmtx_unlock(&bcf->shpool->mutex);
+
+    ngx_queue_insert_tail(&bcf->held, &ctx->bal.wait_queue);
+    ctx->bal.queued = 1;
 
     ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
                    "llm balance: prefix %016xL of \"%V\" held, its home is "
@@ -1729,8 +1803,8 @@ ngx_http_llm_balancer_hold(ngx_http_request_t *r, void *data)
 static void
 ngx_http_llm_balancer_wait_handler(ngx_http_request_t *r)
 {
-    ngx_uint_t                     spill, warm;
-    ngx_msec_t                     held;
+    ngx_uint_t                     spill;
+    ngx_msec_t                     held, wait;
     ngx_event_t                   *wev;
     ngx_http_llm_ctx_t            *ctx;
     ngx_http_llm_balancer_conf_t  *bcf;
@@ -1751,9 +1825,15 @@ ngx_http_llm_balancer_wait_handler(ngx_http_request_t *r)
     bcf = ctx->bal.wait_conf;
 
     held = ngx_current_msec - ctx->bal.wait_start;
-    spill = ngx_http_llm_balancer_spills(r, ctx, &warm);
+    spill = ngx_http_llm_balancer_spills(r, ctx, &wait);
 
     if (spill && held < ctx->bal.wait_max) {
+        if (!ctx->bal.queued) {
+            /* woken for nothing: back in line */
+            ngx_queue_insert_tail(&bcf->held, &ctx->bal.wait_queue);
+            ctx->bal.queued = 1;
+        }
+
         wev->delayed = 1;
         ngx_add_timer(wev, ngx_min(NGX_HTTP_LLM_BALANCE_POLL,
                                    ctx->bal.wait_max - held));
@@ -1761,7 +1841,8 @@ ngx_http_llm_balancer_wait_handler(ngx_http_request_t *r)
     }
 
     ctx->bal.waited = held;
-    ctx->bal.waiting = 0;
+
+    ngx_http_llm_balancer_unhold(ctx);
 
     ngx_shmtx_lock(&bcf->shpool->mutex);
     bcf->sh->waits[spill]++;
@@ -1784,14 +1865,88 @@ ngx_http_llm_balancer_wait_handler(ngx_http_request_t *r)
 }
 
 
+/*
+ * a slot of the group freed in this worker: the first few requests it
+ * holds are checked at once (posted, as if their poll timer had fired),
+ * not at their next poll
+ */
+
+static void
+ngx_http_llm_balancer_wake(ngx_http_llm_balancer_conf_t *bcf)
+{
+    ngx_uint_t           n;
+    ngx_queue_t         *q;
+    ngx_event_t         *wev;
+    ngx_http_llm_ctx_t  *ctx;
+
+    for (n = 0; n < NGX_HTTP_LLM_BALANCE_WAKE && !ngx_queue_empty(&bcf->held);
+         n++)
+    {
+        q = ngx_queue_head(&bcf->held);
+        ctx = ngx_queue_data(q, ngx_http_llm_ctx_t, bal.wait_queue);
+
+        ngx_http_llm_balancer_unqueue(ctx);
+
+        wev = ctx->bal.wait_r->connection->write;
+
+        if (wev->timer_set) {
+            ngx_del_timer(wev);
+        }
+
+        wev->delayed = 0;
+        ngx_post_event(wev, &ngx_posted_events);
+    }
+}
+
+
+/* out of the held queue: woken, the hold ended, or the request did */
+
+static void
+ngx_http_llm_balancer_unqueue(ngx_http_llm_ctx_t *ctx)
+{
+    if (ctx->bal.queued) {
+        ngx_queue_remove(&ctx->bal.wait_queue);
+        ctx->bal.queued = 0;
+    }
+}
+
+
+/*
+ * the hold ended: home, expired, or the request ended while held (its
+ * pool cleanup: the client went away)
+ */
+
+static void
+ngx_http_llm_balancer_unhold(void *data)
+{
+    ngx_http_llm_ctx_t *ctx = data;
+
+    ngx_http_llm_balancer_conf_t  *bcf;
+
+    ngx_http_llm_balancer_unqueue(ctx);
+
+    if (!ctx->bal.waiting) {
+        return;
+    }
+
+    ctx->bal.waiting = 0;
+    bcf = ctx->bal.wait_conf;
+
+    ngx_shmtx_lock(&bcf->shpool->mutex);
+    bcf->sh->held -= (bcf->sh->held > 0);
+    ngx_shmtx_unlock(&bcf->shpool->mutex);
+}
+
+
 /* would get_peer spill this request now? pass 0's view of the servers */
 
 static ngx_int_t
 ngx_http_llm_balancer_spills(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
-    ngx_uint_t *warm)
+    ngx_msec_t *wait)
 {
     int                             spill;
     time_t                          now;
+    uint32_t                        queued;
     uint64_t                        wall, prompt, output;
     ngx_uint_t                      i;
     ngx_http_llm_pick_peer_t       *pk;
@@ -1838,12 +1993,32 @@ ngx_http_llm_balancer_spills(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
                                              ctx->bal.wait_key)
              : NULL;
 
-    /* without a history (no room for it) every prefix counts as served */
-    *warm = (recent == NULL || recent->key == ctx->bal.wait_key);
+    /*
+     * how long it may wait: a prefix some server served lately up to
+     * wait=, one no server served up to cold_wait= (a unique prompt gains
+     * little from its ring owner, a group's first request avoids a second
+     * cached copy); with cold_wait=auto, wait= while at least a quarter
+     * of the picks find their prefix served lately, else 0. Without a
+     * history (no room for it) every prefix counts as served
+     */
+
+    if (recent == NULL || recent->key == ctx->bal.wait_key) {
+        *wait = bcf->wait;
+
+    } else if (bcf->cold_auto) {
+        *wait = (sh->reuse >= NGX_HTTP_LLM_BALANCE_REUSE) ? bcf->wait : 0;
+
+    } else {
+        *wait = bcf->cold_wait;
+    }
+
+    /* the held requests of every worker are load, this one aside */
+
+    queued = sh->held - ngx_min(sh->held, ctx->bal.waiting);
 
     spill = ngx_http_llm_pick_ring_spills(&bcf->ring, ctx->bal.wait_pick, i,
                                           ctx->bal.wait_key, bcf->epsilon,
-                                          bcf->slack, recent);
+                                          bcf->slack, queued, recent);
 
     ngx_shmtx_unlock(&bcf->shpool->mutex);
     ngx_http_upstream_rr_peers_unlock(peers);
@@ -1913,6 +2088,13 @@ static ngx_http_llm_metrics_family_t  ngx_http_llm_balancer_waits_family =
       "Requests llm_balance prefix wait= held for their prefix's home, by "
       "how the hold ended: home (a slot freed there) or spill (the wait "
       "expired)." };
+
+
+static ngx_http_llm_metrics_family_t  ngx_http_llm_balancer_reuse_family =
+    { "llm_balancer_prefix_reuse_ratio", "gauge",
+      "Share of the recent picks (about the last 32) whose prefix a server "
+      "had served lately; cold_wait=auto holds cold prefixes while it is "
+      "0.25 or more." };
 
 
 ngx_chain_t **
@@ -2064,19 +2246,19 @@ ngx_http_llm_balancer_metrics(ngx_http_request_t *r, ngx_chain_t **ll,
         }
     }
 
-    /* the holds of wait=, in upstreams that have it */
+    /* the holds of wait= and the reuse share, in upstreams with wait= */
 
-    size = 512;
+    size = 1024;
 
     for (u = 0; u < umcf->upstreams.nelts; u++) {
         bcf = ngx_http_llm_balancer_waits(uscfp[u]);
 
         if (bcf && bcf->sh) {
-            size += 2 * (96 + bcf->upstream->len + NGX_INT64_LEN);
+            size += 3 * (96 + bcf->upstream->len + NGX_INT64_LEN);
         }
     }
 
-    if (size == 512) {
+    if (size == 1024) {
         /* no wait= anywhere: no family */
         return ll;
     }
@@ -2105,6 +2287,23 @@ ngx_http_llm_balancer_metrics(ngx_http_request_t *r, ngx_chain_t **ll,
                         "%s{upstream=\"%V\",outcome=\"spill\"} %uL\n",
                         fam->name, bcf->upstream, home,
                         fam->name, bcf->upstream, v);
+    }
+
+    fam = &ngx_http_llm_balancer_reuse_family;
+    p = ngx_http_llm_metrics_family(p, fam);
+
+    for (u = 0; u < umcf->upstreams.nelts; u++) {
+        bcf = ngx_http_llm_balancer_waits(uscfp[u]);
+
+        if (bcf == NULL || bcf->sh == NULL) {
+            continue;
+        }
+
+        /* a word read: no lock needed for a gauge */
+        v = (uint64_t) bcf->sh->reuse * 10000 / NGX_HTTP_LLM_PICK_REUSE_ONE;
+
+        p = ngx_sprintf(p, "%s{upstream=\"%V\"} %uL.%04uL\n",
+                        fam->name, bcf->upstream, v / 10000, v % 10000);
     }
 
     b->last = p;

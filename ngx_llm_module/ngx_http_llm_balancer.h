@@ -45,11 +45,14 @@ typedef struct {
     ngx_msec_t                      wait_start;
     ngx_msec_t                      waited;     /* ms held */
     ngx_msec_t                      wait_max;   /* wait= or cold_wait= */
+    ngx_queue_t                     wait_queue; /* in the group's held */
+    ngx_http_request_t             *wait_r;
 
     unsigned                        picked:1;   /* the fields above valid */
     unsigned                        first:1;    /* first token accounted */
     unsigned                        held:1;     /* wait= held it */
     unsigned                        waiting:1;  /* held now */
+    unsigned                        queued:1;   /* in wait_queue */
 } ngx_http_llm_balancer_ctx_t;
 
 

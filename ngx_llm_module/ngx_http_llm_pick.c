@@ -325,15 +325,18 @@ ngx_http_llm_pick_ring_sort(uint64_t *points, uint32_t *owners, size_t n)
 }
 
 
-/* total in flight + 1 and total weight of the eligible peers */
+/*
+ * the load: total in flight + the requests queued for a server + 1; and
+ * the total weight of the eligible peers
+ */
 
 static void
 ngx_http_llm_pick_totals(const ngx_http_llm_pick_peer_t *peers, size_t n,
-    uint64_t *load, uint64_t *weight)
+    uint32_t queued, uint64_t *load, uint64_t *weight)
 {
     size_t  j;
 
-    *load = 1;          /* the request being placed */
+    *load = 1 + (uint64_t) queued;      /* + the request being placed */
     *weight = 0;
 
     for (j = 0; j < n; j++) {
@@ -365,11 +368,11 @@ ngx_http_llm_pick_cap(uint64_t load, uint64_t weight, uint32_t w,
 
 uint32_t
 ngx_http_llm_pick_bound(const ngx_http_llm_pick_peer_t *peers, size_t n,
-    size_t i, double epsilon, uint32_t slack)
+    size_t i, double epsilon, uint32_t slack, uint32_t queued)
 {
     uint64_t  load, weight;
 
-    ngx_http_llm_pick_totals(peers, n, &load, &weight);
+    ngx_http_llm_pick_totals(peers, n, queued, &load, &weight);
 
     return ngx_http_llm_pick_cap(load, weight, peers[i].weight, epsilon,
                                  slack);
@@ -405,7 +408,8 @@ ngx_http_llm_pick_ring_lookup(const ngx_http_llm_pick_ring_t *ring,
 int
 ngx_http_llm_pick_ring_spills(const ngx_http_llm_pick_ring_t *ring,
     const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
-    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent)
+    double epsilon, uint32_t slack, uint32_t queued,
+    const ngx_http_llm_pick_recent_t *recent)
 {
     size_t    lo, k, step, r;
     uint32_t  o, owner;
@@ -415,7 +419,7 @@ ngx_http_llm_pick_ring_spills(const ngx_http_llm_pick_ring_t *ring,
         return 0;
     }
 
-    ngx_http_llm_pick_totals(peers, n, &load, &weight);
+    ngx_http_llm_pick_totals(peers, n, queued, &load, &weight);
 
     lo = ngx_http_llm_pick_ring_lookup(ring, hash);
 
@@ -473,8 +477,8 @@ ngx_http_llm_pick_ring_spills(const ngx_http_llm_pick_ring_t *ring,
 int
 ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
     const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
-    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent,
-    const uint32_t *foot)
+    double epsilon, uint32_t slack, uint32_t queued,
+    const ngx_http_llm_pick_recent_t *recent, const uint32_t *foot)
 {
     int       best, ties;
     size_t    lo, k, step, r, j;
@@ -486,7 +490,7 @@ ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
         return -1;
     }
 
-    ngx_http_llm_pick_totals(peers, n, &load, &weight);
+    ngx_http_llm_pick_totals(peers, n, queued, &load, &weight);
 
     lo = ngx_http_llm_pick_ring_lookup(ring, hash);
 
@@ -677,6 +681,24 @@ ngx_http_llm_pick_recent_note(ngx_http_llm_pick_recent_t *recent,
     if (peer <= nfoot) {
         foot[peer - 1]++;
     }
+}
+
+
+uint32_t
+ngx_http_llm_pick_reuse(uint32_t share, int warm)
+{
+    uint32_t  up;
+
+    /* 1/2^SHIFT of the way to 1.0 or to 0, rounded up: both ends reached */
+
+    up = (1u << NGX_HTTP_LLM_PICK_REUSE_SHIFT) - 1;
+
+    if (warm) {
+        return share + ((NGX_HTTP_LLM_PICK_REUSE_ONE - share + up)
+                        >> NGX_HTTP_LLM_PICK_REUSE_SHIFT);
+    }
+
+    return share - ((share + up) >> NGX_HTTP_LLM_PICK_REUSE_SHIFT);
 }
 
 

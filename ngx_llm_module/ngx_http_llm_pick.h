@@ -35,6 +35,10 @@
 /* servers remembered per prefix, most recent first */
 #define NGX_HTTP_LLM_PICK_RECENT        3
 
+/* the reuse share: 1.0, and its average over about 2^SHIFT picks */
+#define NGX_HTTP_LLM_PICK_REUSE_ONE     65536
+#define NGX_HTTP_LLM_PICK_REUSE_SHIFT   5
+
 
 typedef struct {
     uint64_t                    outstanding;    /* tokens charged */
@@ -110,8 +114,9 @@ void ngx_http_llm_pick_ring_build(ngx_http_llm_pick_ring_t *ring,
 /*
  * consistent hashing with bounded load: the owner of hash (the first
  * eligible peer clockwise) if its in-flight count stays within
- * ceil((1 + epsilon) x (total in flight + 1) x weight / total weight)
- * + slack;
+ * ceil((1 + epsilon) x (total in flight + queued + 1) x weight / total
+ * weight) + slack, queued: requests waiting for a server elsewhere (held
+ * by wait=), part of the load the bound spreads;
  * else the most recent peer of recent (NULL: none) within its bound, the
  * one most likely to hold the prefix in its cache; else, with foot (the
  * footprint per peer: prefixes of the history it holds, NULL: none), the
@@ -120,8 +125,8 @@ void ngx_http_llm_pick_ring_build(ngx_http_llm_pick_ring_t *ring,
  */
 int ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
     const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
-    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent,
-    const uint32_t *foot);
+    double epsilon, uint32_t slack, uint32_t queued,
+    const ngx_http_llm_pick_recent_t *recent, const uint32_t *foot);
 
 /*
  * 1 when ngx_http_llm_pick_ring() would spill the request to a peer that
@@ -131,7 +136,8 @@ int ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
  */
 int ngx_http_llm_pick_ring_spills(const ngx_http_llm_pick_ring_t *ring,
     const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
-    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent);
+    double epsilon, uint32_t slack, uint32_t queued,
+    const ngx_http_llm_pick_recent_t *recent);
 
 /*
  * notes that peer (an index) served key: move to front of its history; a
@@ -149,13 +155,21 @@ ngx_http_llm_pick_recent_t *ngx_http_llm_pick_recent_slot(
 void ngx_http_llm_pick_recent_note(ngx_http_llm_pick_recent_t *recent,
     uint64_t key, uint32_t peer, uint32_t *foot, size_t nfoot);
 
+/*
+ * the share of picks whose prefix was in the routing history (some server
+ * served it lately), in 1/NGX_HTTP_LLM_PICK_REUSE_ONE units: an
+ * exponential average over about the last 2^NGX_HTTP_LLM_PICK_REUSE_SHIFT
+ * picks, moved by one pick, warm or not
+ */
+uint32_t ngx_http_llm_pick_reuse(uint32_t share, int warm);
+
 /* the footprints of nfoot peers counted afresh from a whole history */
 void ngx_http_llm_pick_foot_count(const ngx_http_llm_pick_recent_t *recent,
     size_t nrecent, uint32_t *foot, size_t nfoot);
 
 /* the capacity above, for tests and the debug log */
 uint32_t ngx_http_llm_pick_bound(const ngx_http_llm_pick_peer_t *peers,
-    size_t n, size_t i, double epsilon, uint32_t slack);
+    size_t n, size_t i, double epsilon, uint32_t slack, uint32_t queued);
 
 /*
  * rate limit header values: an OpenAI duration ("6m0s", "1.5s", "20ms",

@@ -15,6 +15,7 @@ check_accum_error_log();
 our $M = $ENV{TEST_NGINX_MOCK_PORT};
 our $A = $ENV{TEST_NGINX_MOCK_A};
 our $B = $ENV{TEST_NGINX_MOCK_B};
+our $D = $ENV{TEST_NGINX_MOCK_D};
 
 sub chat {
     my ($system, $user) = @_;
@@ -26,12 +27,19 @@ sub chat {
 }
 
 # /stats: the three instances' counters (its own connection counts as
-# one in "connections"); /reset: zero them
+# one in "connections"); /reset: zero them; /stats4, /reset4: the same
+# with the fourth instance (d) too
 our $tools = <<"_EOC_";
     location = /stats {
         echo_location /s/$M;
         echo_location /s/$A;
         echo_location /s/$B;
+    }
+    location = /stats4 {
+        echo_location /s/$M;
+        echo_location /s/$A;
+        echo_location /s/$B;
+        echo_location /s/$D;
     }
     location ~ ^/s/(\\d+)\$ {
         internal;
@@ -41,6 +49,13 @@ our $tools = <<"_EOC_";
         echo_location /r/$M;
         echo_location /r/$A;
         echo_location /r/$B;
+        echo ok;
+    }
+    location = /reset4 {
+        echo_location /r/$M;
+        echo_location /r/$A;
+        echo_location /r/$B;
+        echo_location /r/$D;
         echo ok;
     }
     location ~ ^/r/(\\d+)\$ {
@@ -827,10 +842,10 @@ ones the fourth burst fails without the footprint.)
 
 
 === TEST 27: prefix wait=: held requests go home once a slot frees
-3 requests of one prefix 100 ms apart on 3 servers, each 300 ms: the
+3 requests of one prefix 100 ms apart on 4 servers, each 300 ms: the
 first goes home; the others find the owner at its bound (ceil(1.25 x 2 /
-3) = 1, held requests are in flight nowhere) and are held instead of
-spilled, then go home one by one as the owner frees its slot: all three
+4) = 1 for the second; for the third the held one counts as load:
+ceil(1.25 x 3 / 4) = 1) and are held instead of spilled, then go home one by one as the owner frees its slot: all three
 on the owner, two holds ending at home, ~200 and ~400 ms. (100 ms apart:
 a check in one worker and the pick of a request arriving at the same
 instant in the other are not one atomic step.)
@@ -840,6 +855,7 @@ instant in the other are not one atomic step.)
         server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
         server 127.0.0.1:$TEST_NGINX_MOCK_A;
         server 127.0.0.1:$TEST_NGINX_MOCK_B;
+        server 127.0.0.1:$TEST_NGINX_MOCK_D;
     }
     log_format wait27 'w=$llm_balance_wait p=$llm_upstream_peer s=$status';
 --- config
@@ -871,7 +887,7 @@ instant in the other are not one atomic step.)
         llm_metrics;
     }
 --- request eval
-["GET /reset", "GET /burst", "GET /stats", "GET /alog", "GET /metrics"]
+["GET /reset4", "GET /burst", "GET /stats4", "GET /alog", "GET /metrics"]
 --- response_body_like eval
 ["ok", ".*",
  qr/^(?=(?:.*"requests_total":0,){2})(?=.*"requests_total":3,)/s,
@@ -938,8 +954,8 @@ holds).
 3 requests of one prefix 100 ms apart, each 1 s, wait=5s; the client
 goes away after 0.4 s: the proxy connections close, the two held requests end
 with 499 (their wait timers go with them), the one at home too; no hold
-ends in a spill (one may end at home in the instant the home request
-leaves, before its own close is seen), nothing is logged above info, and
+ends in a spill (both may end at home in the instant the home request
+leaves, before their own close is seen), nothing is logged above info, and
 the server answers after.
 --- http_config
     upstream pool29 {
@@ -947,6 +963,7 @@ the server answers after.
         server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
         server 127.0.0.1:$TEST_NGINX_MOCK_A;
         server 127.0.0.1:$TEST_NGINX_MOCK_B;
+        server 127.0.0.1:$TEST_NGINX_MOCK_D;
     }
     log_format wait29 'w=$llm_balance_wait s=$status';
 --- config
@@ -990,7 +1007,7 @@ the server answers after.
 --- response_body_like eval
 ["", "paused",
  qr/\A(?=(?:.*w=[1-3]\d\d s=499\n){2})(?=.*w=- s=499\n)(?:[^\n]*\n){3}\z/s,
- qr/llm_balancer_waits_total\{upstream="pool29",outcome="home"\} [01]\nllm_balancer_waits_total\{upstream="pool29",outcome="spill"\} 0\n/]
+ qr/llm_balancer_waits_total\{upstream="pool29",outcome="home"\} [0-2]\nllm_balancer_waits_total\{upstream="pool29",outcome="spill"\} 0\n/]
 --- no_error_log
 [alert]
 [emerg]
@@ -1008,6 +1025,7 @@ static route, fail-open).
         server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
         server 127.0.0.1:$TEST_NGINX_MOCK_A;
         server 127.0.0.1:$TEST_NGINX_MOCK_B;
+        server 127.0.0.1:$TEST_NGINX_MOCK_D;
     }
 --- config
     location /v1/ {
@@ -1034,7 +1052,7 @@ static route, fail-open).
         llm_metrics;
     }
 --- request eval
-["GET /reset", "GET /burst", "GET /stats", "GET /metrics"]
+["GET /reset4", "GET /burst", "GET /stats4", "GET /metrics"]
 --- response_body_like eval
 ["ok", ".*",
  qr/^(?=(?:.*"requests_total":0,){2})(?=.*"requests_total":3,)/s,
@@ -1173,7 +1191,7 @@ qr/"cold_wait=" of "llm_balance" must not be longer than "wait=" \(which is 20 m
 --- config
 --- must_die
 --- error_log eval
-qr/invalid "cold_wait=5q" in "llm_balance": cold_wait must be a time from 0 to 60s, e\.g\. cold_wait=10ms in .*nginx\.conf:\d+/
+qr/invalid "cold_wait=5q" in "llm_balance": cold_wait must be "auto" or a time from 0 to 60s, e\.g\. cold_wait=10ms in .*nginx\.conf:\d+/
 
 
 
@@ -1187,3 +1205,202 @@ qr/invalid "cold_wait=5q" in "llm_balance": cold_wait must be a time from 0 to 6
 --- must_die
 --- error_log eval
 qr/"cold_wait=5ms" does not apply to "llm_balance least_tokens": decay= is for peak_ewma, epsilon=, slack=, tokens=, wait= and cold_wait= for prefix in .*nginx\.conf:\d+/
+
+
+
+=== TEST 38: prefix cold_wait=auto (the default): cold prefixes held while prefixes recur, not once they stop
+One request of a prefix takes 4 s at its home (of four servers: the bound
+is ceil(1.25 x 2 / 4) = 1, that home is full); sixty short requests of sixty prefixes never seen
+follow one by one. While the share of picks whose prefix was served lately
+is a quarter or more (the first 43 picks after the hot one), a cold one
+whose home is the full server waits 100 ms (about a quarter of the first
+20);
+after that none waits (45-60). The hot prefix again is held (it recurs;
+it ends before or after the first one).
+The reuse share reads under 0.2 in /metrics.
+--- http_config
+    upstream pool38 {
+        llm_balance prefix wait=100ms;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+        server 127.0.0.1:$TEST_NGINX_MOCK_D;
+    }
+    log_format wait38 'k=$http_x_k w=$llm_balance_wait s=$status';
+--- config
+    location /v1/ {
+        llm_gateway on;
+        access_log logs/wait38.log wait38;
+        proxy_pass http://pool38;
+    }
+    location = /metrics {
+        llm_metrics;
+    }
+    location = /hot {
+        internal;
+        proxy_method POST;
+        proxy_set_header content-type application/json;
+        proxy_set_header x-mock-ttft-ms 4000;
+        proxy_set_header x-k hot;
+        proxy_set_body '{"model":"m","max_tokens":2,"messages":[{"role":"system","content":"hot prefix 38"},{"role":"user","content":"q"}]}';
+        proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
+    }
+    location ~ ^/cold/(\d+)$ {
+        internal;
+        proxy_method POST;
+        proxy_set_header content-type application/json;
+        proxy_set_header x-k c$1;
+        proxy_set_body '{"model":"m","max_tokens":2,"messages":[{"role":"system","content":"cold prefix 38 number $1"},{"role":"user","content":"q"}]}';
+        proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
+    }
+    location = /burst {
+        echo_location_async /hot;
+        echo_sleep 0.1;
+        echo_location /cold/1;
+        echo_location /cold/2;
+        echo_location /cold/3;
+        echo_location /cold/4;
+        echo_location /cold/5;
+        echo_location /cold/6;
+        echo_location /cold/7;
+        echo_location /cold/8;
+        echo_location /cold/9;
+        echo_location /cold/10;
+        echo_location /cold/11;
+        echo_location /cold/12;
+        echo_location /cold/13;
+        echo_location /cold/14;
+        echo_location /cold/15;
+        echo_location /cold/16;
+        echo_location /cold/17;
+        echo_location /cold/18;
+        echo_location /cold/19;
+        echo_location /cold/20;
+        echo_location /cold/21;
+        echo_location /cold/22;
+        echo_location /cold/23;
+        echo_location /cold/24;
+        echo_location /cold/25;
+        echo_location /cold/26;
+        echo_location /cold/27;
+        echo_location /cold/28;
+        echo_location /cold/29;
+        echo_location /cold/30;
+        echo_location /cold/31;
+        echo_location /cold/32;
+        echo_location /cold/33;
+        echo_location /cold/34;
+        echo_location /cold/35;
+        echo_location /cold/36;
+        echo_location /cold/37;
+        echo_location /cold/38;
+        echo_location /cold/39;
+        echo_location /cold/40;
+        echo_location /cold/41;
+        echo_location /cold/42;
+        echo_location /cold/43;
+        echo_location /cold/44;
+        echo_location /cold/45;
+        echo_location /cold/46;
+        echo_location /cold/47;
+        echo_location /cold/48;
+        echo_location /cold/49;
+        echo_location /cold/50;
+        echo_location /cold/51;
+        echo_location /cold/52;
+        echo_location /cold/53;
+        echo_location /cold/54;
+        echo_location /cold/55;
+        echo_location /cold/56;
+        echo_location /cold/57;
+        echo_location /cold/58;
+        echo_location /cold/59;
+        echo_location /cold/60;
+        echo_location /hot;
+    }
+    location = /alog {
+        default_type text/plain;
+        alias $TEST_NGINX_SERVER_ROOT/logs/wait38.log;
+    }
+--- request eval
+["GET /reset", "GET /burst", "GET /alog", "GET /metrics"]
+--- response_body_like eval
+["ok", ".*",
+ qr/\A(?=[\s\S]*^k=c(?:[1-9]|1\d|20) w=1\d\d s=200\n)(?![\s\S]*^k=c(?:4[5-9]|5\d|60) w=\d)(?:k=c\d+ w=(?:-|1\d\d) s=200\n){60}(?=[\s\S]*^k=hot w=1\d\d s=200$)(?=[\s\S]*^k=hot w=- s=200$)(?:k=hot [^\n]*\n){2}\z/m,
+ qr/^llm_balancer_prefix_reuse_ratio\{upstream="pool38"\} 0\.1\d{3}$/m]
+--- timeout: 15
+--- no_error_log
+[alert]
+[emerg]
+
+
+
+=== TEST 39: cold_wait=auto without wait= is rejected with file:line
+--- http_config
+    upstream pool {
+        llm_balance prefix cold_wait=auto;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+    }
+--- config
+--- must_die
+--- error_log eval
+qr/"cold_wait=auto" of "llm_balance" needs "wait=" in .*nginx\.conf:\d+/
+
+
+
+=== TEST 40: prefix wait=: requests held count as load in the bound
+Four servers, the bound is ceil(1.25 x (in flight + held + 1) / 4). One
+request of a prefix takes 2 s at its home; a second and a third of the
+prefix are held (bounds ceil(1.25 x 2 / 4) = 1 and ceil(1.25 x 3 / 4) = 1,
+its home holds 1); a fourth arrives while both are held: they count, the
+bound is ceil(1.25 x 4 / 4) = 2, the fourth goes home at once (not
+counting them it would be 1 and the fourth held too). The held ones (their
+home now holds 2, bound 2 for them) leave their home: the second spills
+when its 600 ms are over, the third then (or at its own 600 ms) goes where
+a server that served the prefix lately has room.
+--- http_config
+    upstream pool40 {
+        llm_balance prefix wait=600ms;
+        server 127.0.0.1:$TEST_NGINX_MOCK_PORT;
+        server 127.0.0.1:$TEST_NGINX_MOCK_A;
+        server 127.0.0.1:$TEST_NGINX_MOCK_B;
+        server 127.0.0.1:$TEST_NGINX_MOCK_D;
+    }
+    log_format wait40 'k=$http_x_k w=$llm_balance_wait p=$llm_upstream_peer s=$status';
+--- config
+    location /v1/ {
+        llm_gateway on;
+        access_log logs/wait40.log wait40;
+        proxy_pass http://pool40;
+    }
+    location ~ ^/hot/(\d+)$ {
+        internal;
+        proxy_method POST;
+        proxy_set_header content-type application/json;
+        proxy_set_header x-mock-ttft-ms 2000;
+        proxy_set_header x-k h$1;
+        proxy_set_body '{"model":"m","max_tokens":2,"messages":[{"role":"system","content":"hot prefix 40"},{"role":"user","content":"q"}]}';
+        proxy_pass http://127.0.0.1:$server_port/v1/chat/completions;
+    }
+    location = /burst {
+        echo_location_async /hot/1;
+        echo_sleep 0.1;
+        echo_location_async /hot/2;
+        echo_sleep 0.1;
+        echo_location_async /hot/3;
+        echo_sleep 0.1;
+        echo_location_async /hot/4;
+    }
+    location = /alog {
+        default_type text/plain;
+        alias $TEST_NGINX_SERVER_ROOT/logs/wait40.log;
+    }
+--- request eval
+["GET /reset", "GET /burst", "GET /alog"]
+--- response_body_like eval
+["ok", ".*",
+ qr/\Ak=h1 w=- p=(\S+) s=200\nk=h4 w=- p=\1 s=200\n(?=[\s\S]*^k=h2 w=6\d\d p=(?!\1 )\S+ s=200$)(?=[\s\S]*^k=h3 w=[4-6]\d\d p=(?!\1 )\S+ s=200$)(?:k=h[23] [^\n]*\n){2}\z/m]
+--- timeout: 10
+--- no_error_log
+[alert]
+[emerg]

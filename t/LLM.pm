@@ -11,7 +11,9 @@ package LLM;
 # the defaults the suites expect when the caller did not: the module to
 # load and $TEST_NGINX_* paths.
 #
-# Instances: $TEST_NGINX_MOCK_PORT (name "mock"), +1 ("a"), +2 ("b").
+# Instances: $TEST_NGINX_MOCK_PORT (name "mock"), +1 ("a"), +2 ("b") and
+# +10 ("d", $TEST_NGINX_MOCK_D; +3 to +9 are t/061's faulty servers and
+# t/031's redis).
 # LLM_MOCK_BASE (default 18080) sets the first port.
 
 use strict;
@@ -52,11 +54,12 @@ sub start_mock {
     $ENV{TEST_NGINX_MOCK_PORT} = $port;
     $ENV{TEST_NGINX_MOCK_A} = $port + 1;
     $ENV{TEST_NGINX_MOCK_B} = $port + 2;
+    $ENV{TEST_NGINX_MOCK_D} = $port + 10;
 
     my $bin = "$root/mock/llm-mock";
     die "LLM.pm: $bin is not built (make mock)\n" unless -x $bin;
 
-    for my $p ($port, $port + 1, $port + 2) {
+    for my $p ($port, $port + 1, $port + 2, $port + 10) {
         die "LLM.pm: 127.0.0.1:$p is busy: is another suite or make run "
             . "using it?\n" if listening($p);
     }
@@ -64,6 +67,7 @@ sub start_mock {
     my @args = ("--listen", "127.0.0.1:$port,name=mock",
                 "--listen", "127.0.0.1:" . ($port + 1) . ",name=a",
                 "--listen", "127.0.0.1:" . ($port + 2) . ",name=b",
+                "--listen", "127.0.0.1:" . ($port + 10) . ",name=d",
                 "--ttft-ms", "5", "--itl-ms", "2", "--quiet");
 
     my $pid = fork();
@@ -78,7 +82,7 @@ sub start_mock {
     $mock_pid = $pid;
 
     for (1 .. 100) {
-        return if listening($port + 2);
+        return if listening($port + 2) && listening($port + 10);
         sleep 0.05;
     }
 

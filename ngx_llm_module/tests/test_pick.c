@@ -173,7 +173,7 @@ static int
 ring_at(ngx_http_llm_pick_ring_t *ring, ngx_http_llm_pick_peer_t *p,
     uint64_t h, uint32_t slack, ngx_http_llm_pick_recent_t *rc)
 {
-    return ngx_http_llm_pick_ring(ring, p, NPEERS, h, 0.25, slack, rc, NULL);
+    return ngx_http_llm_pick_ring(ring, p, NPEERS, h, 0.25, slack, 0, rc, NULL);
 }
 
 
@@ -181,7 +181,7 @@ static int
 ring_foot(ngx_http_llm_pick_ring_t *ring, ngx_http_llm_pick_peer_t *p,
     uint64_t h, ngx_http_llm_pick_recent_t *rc, const uint32_t *foot)
 {
-    return ngx_http_llm_pick_ring(ring, p, NPEERS, h, 0.25, 0, rc, foot);
+    return ngx_http_llm_pick_ring(ring, p, NPEERS, h, 0.25, 0, 0, rc, foot);
 }
 
 
@@ -335,12 +335,16 @@ test_ring_bounded_load(void **state)
     p[0].inflight = 3;
     p[1].inflight = 1;
     /* load 5, weight 5: peer 0 cap ceil(1.25 x 5 x 2 / 5) = 3 */
-    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 0, 0.25, 0), 3);
-    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 1, 0.25, 0), 2);
+    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 0, 0.25, 0, 0), 3);
+    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 1, 0.25, 0, 0), 2);
 
     /* slack: requests above the multiplicative bound */
-    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 0, 0.25, 1), 4);
-    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 1, 0.25, 2), 4);
+    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 0, 0.25, 1, 0), 4);
+    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 1, 0.25, 2, 0), 4);
+
+    /* requests queued at the gateway (wait=) are load too: load 8 */
+    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 0, 0.25, 0, 3), 4);
+    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 1, 0.25, 0, 3), 2);
 
     /*
      * low load: 4 peers, the owner holds 1, load 2: cap ceil(0.625) = 1
@@ -590,7 +594,7 @@ test_ring_spills(void **state)
     ngx_http_llm_pick_recent_t  rc;
 
 #define SPILLS(rcp, sl)                                                       \
-    ngx_http_llm_pick_ring_spills(&ring, p, NPEERS, 42, 0.25, sl, rcp)
+    ngx_http_llm_pick_ring_spills(&ring, p, NPEERS, 42, 0.25, sl, 0, rcp)
 
     peers_init(p, NPEERS);
     ring_make(&ring, names, w, NPEERS);
@@ -701,6 +705,60 @@ test_recent_slot(void **state)
 }
 
 
+/*
+ * the reuse share: an average over about 32 picks that reaches both ends;
+ * from 1.0, cold picks take it under a quarter after 44, a mix of one
+ * warm in two settles near a half
+ */
+
+static void
+test_reuse(void **state)
+{
+    int       i;
+    uint32_t  share;
+
+    share = NGX_HTTP_LLM_PICK_REUSE_ONE;
+
+    assert_int_equal(ngx_http_llm_pick_reuse(share, 1),
+                     NGX_HTTP_LLM_PICK_REUSE_ONE);
+    assert_int_equal(ngx_http_llm_pick_reuse(0, 0), 0);
+    assert_int_equal(ngx_http_llm_pick_reuse(1, 0), 0);
+    assert_int_equal(ngx_http_llm_pick_reuse(NGX_HTTP_LLM_PICK_REUSE_ONE - 1,
+                                             1),
+                     NGX_HTTP_LLM_PICK_REUSE_ONE);
+
+    for (i = 1; i <= 44; i++) {
+        share = ngx_http_llm_pick_reuse(share, 0);
+
+        if (i == 43) {
+            assert_true(share >= NGX_HTTP_LLM_PICK_REUSE_ONE / 4);
+        }
+    }
+
+    assert_true(share < NGX_HTTP_LLM_PICK_REUSE_ONE / 4);
+
+    for (i = 0; i < 1000; i++) {
+        share = ngx_http_llm_pick_reuse(share, i & 1);
+    }
+
+    assert_in_range(share, NGX_HTTP_LLM_PICK_REUSE_ONE * 45 / 100,
+                    NGX_HTTP_LLM_PICK_REUSE_ONE * 55 / 100);
+
+    /* all cold: it reaches 0, all warm: 1.0 */
+    for (i = 0; i < 2000; i++) {
+        share = ngx_http_llm_pick_reuse(share, 0);
+    }
+
+    assert_int_equal(share, 0);
+
+    for (i = 0; i < 2000; i++) {
+        share = ngx_http_llm_pick_reuse(share, 1);
+    }
+
+    assert_int_equal(share, NGX_HTTP_LLM_PICK_REUSE_ONE);
+}
+
+
 static void
 test_headers(void **state)
 {
@@ -743,6 +801,7 @@ main(void)
         cmocka_unit_test(test_ring_foot),
         cmocka_unit_test(test_ring_spills),
         cmocka_unit_test(test_recent_slot),
+        cmocka_unit_test(test_reuse),
         cmocka_unit_test(test_headers),
     };
 
