@@ -16,12 +16,13 @@
 # nginx +10..+19), BENCH_MODULE, BENCH_DIR, BENCH_RATE (arrivals/s, 100),
 # BENCH_SEED (1), BENCH_SLO_MS (TTFT goal, 50), BENCH_SLO_COLD_MS (the
 # no-sharing trace, where every prompt is cold: 100), BENCH_PREFILL_US
-# (40: a cold 2048-token prefix costs ~82 ms), BENCH_CACHE_BLOCKS (2560
-# blocks of 16 tokens: 20 of the 64 group prefixes per replica),
-# BENCH_REQUESTS (per trace, 1024), BENCH_METHODS (prefix_w, prefix_s1w:
-# wait=40ms; prefix_wN, prefix_s1wN: wait=N ms; prefix_wNcM: wait=N ms
-# cold_wait=M ms; prefix_eEs1wN: epsilon=0.E slack=1 wait=N ms), BENCH_SCENARIOS (set
-# and empty: the overhead part only),
+# (40: a cold 2048-token prefix costs ~82 ms), BENCH_CACHE_BLOCKS (2048
+# blocks of 16 tokens: 16 of the 64 group prefixes per replica, exactly
+# the oracle's share), BENCH_REQUESTS (per trace, 1024), BENCH_METHODS
+# (prefix_w, prefix_s1w: wait=40ms; prefix_wN, prefix_s1wN: wait=N ms;
+# prefix_wNcM: wait=N ms cold_wait=M ms; prefix_eEs1wN: epsilon=0.E
+# slack=1 wait=N ms), BENCH_SCENARIOS (set and empty: the overhead part
+# only),
 # BENCH_ROUNDS / BENCH_SECONDS (overhead, 3 x 5 s; BENCH_ROUNDS=0 skips).
 set -euo pipefail
 
@@ -35,10 +36,10 @@ dir=$BENCH_DIR
 base=${BENCH_PORT_BASE:-19100}
 rate=${BENCH_RATE:-100} seed=${BENCH_SEED:-1}
 slo=${BENCH_SLO_MS:-50} slo_cold=${BENCH_SLO_COLD_MS:-100}
-prefill_us=${BENCH_PREFILL_US:-40} blocks=${BENCH_CACHE_BLOCKS:-2560}
+prefill_us=${BENCH_PREFILL_US:-40} blocks=${BENCH_CACHE_BLOCKS:-2048}
 requests=${BENCH_REQUESTS:-1024}
 rounds=${BENCH_ROUNDS:-3} secs=${BENCH_SECONDS:-5}
-methods=${BENCH_METHODS:-rr least_conn random2 least_tokens peak_ewma prefix prefix_e1 prefix_s1 prefix_w prefix_s1w oracle}
+methods=${BENCH_METHODS:-rr least_conn random2 least_tokens peak_ewma prefix prefix_s1 prefix_w160 prefix_w160c0 oracle}
 scenarios=${BENCH_SCENARIOS-shared nosharing zipf slow 429}
 mock_opts=(--tokens 8 --itl-ms 5)
 

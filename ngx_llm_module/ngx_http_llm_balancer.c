@@ -35,7 +35,8 @@
 #define NGX_HTTP_LLM_BALANCE_STEP       16          /* tokens per update */
 #define NGX_HTTP_LLM_BALANCE_RECENT     1024        /* prefixes remembered */
 #define NGX_HTTP_LLM_BALANCE_POLL       1           /* ms, wait= re-checks */
-#define NGX_HTTP_LLM_BALANCE_WAKE       8           /* held woken a release */
+#define NGX_HTTP_LLM_BALANCE_WAKE       8           /* checks a release */
+#define NGX_HTTP_LLM_BALANCE_RECHECK    10          /* ms, full poll */
 #define NGX_HTTP_LLM_BALANCE_MAX_WAIT   60000       /* ms */
 
 /* cold_wait=auto holds cold prefixes while the reuse share is this high */
@@ -79,6 +80,13 @@ typedef struct {
 
     /* prefix wait=: requests held now, every worker's */
     uint32_t                        held;
+
+    /*
+     * prefix wait=: bumped by what can make room for a held request (a
+     * release, one more held); a poll that finds it unchanged skips the
+     * check. Written under the mutex, read without it
+     */
+    ngx_atomic_t                    changes;
 } ngx_http_llm_balancer_shctx_t;
 
 
@@ -111,6 +119,7 @@ struct ngx_http_llm_balancer_conf_s {
 
     /* wait=: this worker's held requests, first held first */
     ngx_queue_t                     held;
+    ngx_uint_t                      waking;         /* woken, not run */
 };
 
 
@@ -173,7 +182,8 @@ static ngx_http_llm_balancer_conf_t *ngx_http_llm_balancer_waits(
     ngx_http_upstream_srv_conf_t *uscf);
 static ngx_int_t ngx_http_llm_balancer_spills(ngx_http_request_t *r,
     ngx_http_llm_ctx_t *ctx, ngx_msec_t *wait);
-static void ngx_http_llm_balancer_wake(ngx_http_llm_balancer_conf_t *bcf);
+static void ngx_http_llm_balancer_wake(ngx_http_llm_balancer_conf_t *bcf,
+    ngx_uint_t checks);
 static void ngx_http_llm_balancer_unqueue(ngx_http_llm_ctx_t *ctx);
 static void ngx_http_llm_balancer_unhold(void *data);
 static void ngx_http_llm_balancer_wait_handler(ngx_http_request_t *r);
@@ -1420,6 +1430,7 @@ ngx_http_llm_balancer_free_peer(ngx_peer_connection_t *pc, void *data,
 
     node->outstanding -= ngx_min(node->outstanding, pd->prompt + pd->output);
     node->inflight -= (node->inflight > 0);
+    bcf->sh->changes++;
 
     if (cool > 0) {
         node->cool_until = ngx_max(node->cool_until, wall + (uint64_t) cool);
@@ -1450,7 +1461,7 @@ ngx_http_llm_balancer_free_peer(ngx_peer_connection_t *pc, void *data,
     pd->charged = 0;
 
     if (!ngx_queue_empty(&bcf->held)) {
-        ngx_http_llm_balancer_wake(bcf);
+        ngx_http_llm_balancer_wake(bcf, NGX_HTTP_LLM_BALANCE_WAKE);
     }
 
     if (pd->ctx && pd->ctx->bal.pd == pd) {
@@ -1778,8 +1789,11 @@ ngx_http_llm_balancer_hold(ngx_http_request_t *r, void *data)
     ctx->bal.wait_start = ngx_current_msec;
     ctx->bal.wait_r = r;
 
+    /* one more held is one more in the bounds: room for others, maybe */
+
     ngx_shmtx_lock(&bcf->shpool->mutex);
     bcf->sh->held++;
+    bcf->sh->changes++;
     ngx_shmtx_unlock(&bcf->shpool->mutex);
 
     ngx_queue_insert_tail(&bcf->held, &ctx->bal.wait_queue);
@@ -1803,7 +1817,7 @@ ngx_http_llm_balancer_hold(ngx_http_request_t *r, void *data)
 static void
 ngx_http_llm_balancer_wait_handler(ngx_http_request_t *r)
 {
-    ngx_uint_t                     spill;
+    ngx_uint_t                     spill, chain;
     ngx_msec_t                     held, wait;
     ngx_event_t                   *wev;
     ngx_http_llm_ctx_t            *ctx;
@@ -1825,11 +1839,45 @@ ngx_http_llm_balancer_wait_handler(ngx_http_request_t *r)
     bcf = ctx->bal.wait_conf;
 
     held = ngx_current_msec - ctx->bal.wait_start;
+    chain = ctx->bal.wake_chain;
+    ctx->bal.wake_chain = 0;
+
+    /*
+     * a poll (not woken, not expired) is no check while a request woken
+     * in this worker is yet to run (it was in line first), or when
+     * nothing that makes room happened in any worker since the last
+     * check, unless that is old (a cool-down may have ended meanwhile)
+     */
+
+    if (chain) {
+        bcf->waking--;
+
+    } else if (held < ctx->bal.wait_max
+               && (bcf->waking
+                   || (bcf->sh->changes == ctx->bal.wait_seen
+                       && ngx_current_msec - ctx->bal.wait_checked
+                          < NGX_HTTP_LLM_BALANCE_RECHECK)))
+    {
+        wev->delayed = 1;
+        ngx_add_timer(wev, ngx_min(NGX_HTTP_LLM_BALANCE_POLL,
+                                   ctx->bal.wait_max - held));
+        return;
+    }
+
     spill = ngx_http_llm_balancer_spills(r, ctx, &wait);
 
     if (spill && held < ctx->bal.wait_max) {
+
+        /*
+         * woken for nothing (the slot freed is not its home's): the next
+         * in line gets the check, then this one goes back in line
+         */
+
+        if (chain > 1) {
+            ngx_http_llm_balancer_wake(bcf, chain - 1);
+        }
+
         if (!ctx->bal.queued) {
-            /* woken for nothing: back in line */
             ngx_queue_insert_tail(&bcf->held, &ctx->bal.wait_queue);
             ctx->bal.queued = 1;
         }
@@ -1866,36 +1914,41 @@ ngx_http_llm_balancer_wait_handler(ngx_http_request_t *r)
 
 
 /*
- * a slot of the group freed in this worker: the first few requests it
- * holds are checked at once (posted, as if their poll timer had fired),
- * not at their next poll
+ * a slot of the group freed in this worker: the first request it holds is
+ * checked at once (posted, as if its poll timer had fired), not at its
+ * next poll; if the slot is not its home's, it passes the check on to the
+ * next, up to "checks" requests a release (one slot, one request: a
+ * request that goes home ends the chain)
  */
 
 static void
-ngx_http_llm_balancer_wake(ngx_http_llm_balancer_conf_t *bcf)
+ngx_http_llm_balancer_wake(ngx_http_llm_balancer_conf_t *bcf,
+    ngx_uint_t checks)
 {
-    ngx_uint_t           n;
     ngx_queue_t         *q;
     ngx_event_t         *wev;
     ngx_http_llm_ctx_t  *ctx;
 
-    for (n = 0; n < NGX_HTTP_LLM_BALANCE_WAKE && !ngx_queue_empty(&bcf->held);
-         n++)
-    {
-        q = ngx_queue_head(&bcf->held);
-        ctx = ngx_queue_data(q, ngx_http_llm_ctx_t, bal.wait_queue);
-
-        ngx_http_llm_balancer_unqueue(ctx);
-
-        wev = ctx->bal.wait_r->connection->write;
-
-        if (wev->timer_set) {
-            ngx_del_timer(wev);
-        }
-
-        wev->delayed = 0;
-        ngx_post_event(wev, &ngx_posted_events);
+    if (ngx_queue_empty(&bcf->held)) {
+        return;
     }
+
+    q = ngx_queue_head(&bcf->held);
+    ctx = ngx_queue_data(q, ngx_http_llm_ctx_t, bal.wait_queue);
+
+    ngx_http_llm_balancer_unqueue(ctx);
+
+    ctx->bal.wake_chain = checks;
+    bcf->waking++;
+
+    wev = ctx->bal.wait_r->connection->write;
+
+    if (wev->timer_set) {
+        ngx_del_timer(wev);
+    }
+
+    wev->delayed = 0;
+    ngx_post_event(wev, &ngx_posted_events);
 }
 
 
@@ -1931,6 +1984,12 @@ ngx_http_llm_balancer_unhold(void *data)
 
     ctx->bal.waiting = 0;
     bcf = ctx->bal.wait_conf;
+
+    if (ctx->bal.wake_chain) {
+        /* woken, gone before it ran: its posted event went with it */
+        ctx->bal.wake_chain = 0;
+        bcf->waking--;
+    }
 
     ngx_shmtx_lock(&bcf->shpool->mutex);
     bcf->sh->held -= (bcf->sh->held > 0);
@@ -2019,6 +2078,9 @@ ngx_http_llm_balancer_spills(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
     spill = ngx_http_llm_pick_ring_spills(&bcf->ring, ctx->bal.wait_pick, i,
                                           ctx->bal.wait_key, bcf->epsilon,
                                           bcf->slack, queued, recent);
+
+    ctx->bal.wait_seen = sh->changes;
+    ctx->bal.wait_checked = ngx_current_msec;
 
     ngx_shmtx_unlock(&bcf->shpool->mutex);
     ngx_http_upstream_rr_peers_unlock(peers);
