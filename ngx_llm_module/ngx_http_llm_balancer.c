@@ -57,6 +57,7 @@ typedef struct {
     int64_t                         remaining_requests;
     int64_t                         remaining_tokens;
     uint32_t                        inflight;
+    uint32_t                        held;   /* wait=: held for it as home */
 } ngx_http_llm_balancer_node_t;
 
 
@@ -78,13 +79,10 @@ typedef struct {
     /* prefix: picks whose prefix was in the history, 1/65536 units */
     uint32_t                        reuse;
 
-    /* prefix wait=: requests held now, every worker's */
-    uint32_t                        held;
-
     /*
-     * prefix wait=: bumped by what can make room for a held request (a
-     * release, one more held); a poll that finds it unchanged skips the
-     * check. Written under the mutex, read without it
+     * prefix wait=: bumped by every release, what can make room for a
+     * held request; a poll that finds it unchanged skips the check.
+     * Written under the mutex, read without it
      */
     ngx_atomic_t                    changes;
 } ngx_http_llm_balancer_shctx_t;
@@ -181,7 +179,8 @@ static void ngx_http_llm_balancer_expect(ngx_http_llm_balancer_conf_t *bcf,
 static ngx_http_llm_balancer_conf_t *ngx_http_llm_balancer_waits(
     ngx_http_upstream_srv_conf_t *uscf);
 static ngx_int_t ngx_http_llm_balancer_spills(ngx_http_request_t *r,
-    ngx_http_llm_ctx_t *ctx, ngx_msec_t *wait);
+    ngx_http_llm_ctx_t *ctx, ngx_msec_t *wait, ngx_uint_t *home,
+    uint32_t *bound);
 static void ngx_http_llm_balancer_wake(ngx_http_llm_balancer_conf_t *bcf,
     ngx_uint_t checks);
 static void ngx_http_llm_balancer_unqueue(ngx_http_llm_ctx_t *ctx);
@@ -1047,8 +1046,8 @@ again:
             && ctx && ctx->inspected)
         {
             best = ngx_http_llm_pick_ring(&bcf->ring, pd->pick, n, pd->key,
-                                          bcf->epsilon, bcf->slack, sh->held,
-                                          recent, recent ? sh->foot : NULL);
+                                          bcf->epsilon, bcf->slack, recent,
+                                          recent ? sh->foot : NULL);
 
         } else if (bcf->method == NGX_HTTP_LLM_BALANCE_EWMA) {
             rnd = bcf->seeded ? ngx_http_llm_pick_mix(bcf->seed + sh->draws++)
@@ -1699,14 +1698,16 @@ ngx_http_llm_balancer_hold(ngx_http_request_t *r, void *data)
 {
     ngx_http_llm_ctx_t *ctx = data;
 
+    uint32_t                        line, bound;
     ngx_str_t                      *name;
-    ngx_uint_t                      i;
+    ngx_uint_t                      i, home;
     ngx_msec_t                      wait;
     ngx_pool_cleanup_t             *cln;
     ngx_http_llm_loc_conf_t        *llcf;
     ngx_http_upstream_conf_t       *ucf;
     ngx_http_upstream_srv_conf_t   *uscf, **uscfp;
     ngx_http_llm_balancer_conf_t   *bcf;
+    ngx_http_llm_balancer_node_t   *node;
     ngx_http_upstream_main_conf_t  *umcf;
 
     if (!ctx->inspected || ctx->bal.held) {
@@ -1756,7 +1757,7 @@ ngx_http_llm_balancer_hold(ngx_http_request_t *r, void *data)
         return NGX_DECLINED;
     }
 
-    if (!ngx_http_llm_balancer_spills(r, ctx, &wait)) {
+    if (!ngx_http_llm_balancer_spills(r, ctx, &wait, &home, &bound)) {
         return NGX_DECLINED;
     }
 
@@ -1768,6 +1769,35 @@ ngx_http_llm_balancer_hold(ngx_http_request_t *r, void *data)
         return NGX_DECLINED;
     }
 
+    /*
+     * the line at the home: as many held for it, in every worker, as it
+     * has slots (its bound), about what frees there within one request's
+     * time; a request behind them would wait longer, it spills now (one
+     * hot prefix on a saturated group: the excess goes elsewhere at once)
+     */
+
+    node = &bcf->sh->node[bcf->slot[home]];
+
+    ngx_shmtx_lock(&bcf->shpool->mutex);
+
+    line = node->held;
+
+    if (line < bound) {
+        node->held++;
+    }
+
+    ngx_shmtx_unlock(&bcf->shpool->mutex);
+
+    if (line >= bound) {
+        ngx_log_debug3(NGX_LOG_DEBUG_HTTP, r->connection->log, 0,
+                       "llm balance: prefix %016xL of \"%V\" not held: %uD "
+                       "held for its home already", ctx->bal.wait_key,
+                       bcf->upstream, line);
+        return NGX_DECLINED;
+    }
+
+    ctx->bal.wait_slot = bcf->slot[home];
+
     ctx->bal.wait_max = wait;
 
     /*
@@ -1776,25 +1806,19 @@ ngx_http_llm_balancer_hold(ngx_http_request_t *r, void *data)
      * other workers' releases
      */
 
-    cln = ngx_pool_cleanup_add(r->pool, 0);
-    if (cln == NULL) {
-        return NGX_DECLINED;
-    }
-
-    cln->handler = ngx_http_llm_balancer_unhold;
-    cln->data = ctx;
-
     ctx->bal.held = 1;
     ctx->bal.waiting = 1;
     ctx->bal.wait_start = ngx_current_msec;
     ctx->bal.wait_r = r;
 
-    /* one more held is one more in the bounds: room for others, maybe */
+    cln = ngx_pool_cleanup_add(r->pool, 0);
+    if (cln == NULL) {
+        ngx_http_llm_balancer_unhold(ctx);
+        return NGX_DECLINED;
+    }
 
-    ngx_shmtx_lock(&bcf->shpool->mutex);
-    bcf->sh->held++;
-    bcf->sh->changes++;
-    ngx_shmtx_unlock(&bcf->shpool->mutex);
+    cln->handler = ngx_http_llm_balancer_unhold;
+    cln->data = ctx;
 
     ngx_queue_insert_tail(&bcf->held, &ctx->bal.wait_queue);
     ctx->bal.queued = 1;
@@ -1817,7 +1841,8 @@ ngx_http_llm_balancer_hold(ngx_http_request_t *r, void *data)
 static void
 ngx_http_llm_balancer_wait_handler(ngx_http_request_t *r)
 {
-    ngx_uint_t                     spill, chain;
+    uint32_t                       bound;
+    ngx_uint_t                     spill, chain, home;
     ngx_msec_t                     held, wait;
     ngx_event_t                   *wev;
     ngx_http_llm_ctx_t            *ctx;
@@ -1864,7 +1889,7 @@ ngx_http_llm_balancer_wait_handler(ngx_http_request_t *r)
         return;
     }
 
-    spill = ngx_http_llm_balancer_spills(r, ctx, &wait);
+    spill = ngx_http_llm_balancer_spills(r, ctx, &wait, &home, &bound);
 
     if (spill && held < ctx->bal.wait_max) {
 
@@ -1975,6 +2000,7 @@ ngx_http_llm_balancer_unhold(void *data)
     ngx_http_llm_ctx_t *ctx = data;
 
     ngx_http_llm_balancer_conf_t  *bcf;
+    ngx_http_llm_balancer_node_t  *node;
 
     ngx_http_llm_balancer_unqueue(ctx);
 
@@ -1991,8 +2017,10 @@ ngx_http_llm_balancer_unhold(void *data)
         bcf->waking--;
     }
 
+    node = &bcf->sh->node[ctx->bal.wait_slot];
+
     ngx_shmtx_lock(&bcf->shpool->mutex);
-    bcf->sh->held -= (bcf->sh->held > 0);
+    node->held -= (node->held > 0);
     ngx_shmtx_unlock(&bcf->shpool->mutex);
 }
 
@@ -2001,11 +2029,11 @@ ngx_http_llm_balancer_unhold(void *data)
 
 static ngx_int_t
 ngx_http_llm_balancer_spills(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
-    ngx_msec_t *wait)
+    ngx_msec_t *wait, ngx_uint_t *home, uint32_t *bound)
 {
     int                             spill;
     time_t                          now;
-    uint32_t                        queued;
+    uint32_t                        owner;
     uint64_t                        wall, prompt, output;
     ngx_uint_t                      i;
     ngx_http_llm_pick_peer_t       *pk;
@@ -2071,13 +2099,15 @@ ngx_http_llm_balancer_spills(ngx_http_request_t *r, ngx_http_llm_ctx_t *ctx,
         *wait = bcf->cold_wait;
     }
 
-    /* the held requests of every worker are load, this one aside */
-
-    queued = sh->held - ngx_min(sh->held, ctx->bal.waiting);
-
     spill = ngx_http_llm_pick_ring_spills(&bcf->ring, ctx->bal.wait_pick, i,
                                           ctx->bal.wait_key, bcf->epsilon,
-                                          bcf->slack, queued, recent);
+                                          bcf->slack, recent, &owner);
+
+    if (spill) {
+        *home = owner;
+        *bound = ngx_http_llm_pick_bound(ctx->bal.wait_pick, i, owner,
+                                         bcf->epsilon, bcf->slack);
+    }
 
     ctx->bal.wait_seen = sh->changes;
     ctx->bal.wait_checked = ngx_current_msec;

@@ -47,6 +47,7 @@ typedef struct {
     ngx_msec_t                      wait_max;   /* wait= or cold_wait= */
     ngx_queue_t                     wait_queue; /* in the group's held */
     ngx_http_request_t             *wait_r;
+    ngx_uint_t                      wait_slot;  /* its home's node */
     ngx_atomic_uint_t               wait_seen;  /* changes at the check */
     ngx_msec_t                      wait_checked; /* when */
     ngx_uint_t                      wake_chain; /* woken: checks left */

@@ -325,18 +325,15 @@ ngx_http_llm_pick_ring_sort(uint64_t *points, uint32_t *owners, size_t n)
 }
 
 
-/*
- * the load: total in flight + the requests queued for a server + 1; and
- * the total weight of the eligible peers
- */
+/* total in flight + 1 and total weight of the eligible peers */
 
 static void
 ngx_http_llm_pick_totals(const ngx_http_llm_pick_peer_t *peers, size_t n,
-    uint32_t queued, uint64_t *load, uint64_t *weight)
+    uint64_t *load, uint64_t *weight)
 {
     size_t  j;
 
-    *load = 1 + (uint64_t) queued;      /* + the request being placed */
+    *load = 1;          /* the request being placed */
     *weight = 0;
 
     for (j = 0; j < n; j++) {
@@ -368,11 +365,11 @@ ngx_http_llm_pick_cap(uint64_t load, uint64_t weight, uint32_t w,
 
 uint32_t
 ngx_http_llm_pick_bound(const ngx_http_llm_pick_peer_t *peers, size_t n,
-    size_t i, double epsilon, uint32_t slack, uint32_t queued)
+    size_t i, double epsilon, uint32_t slack)
 {
     uint64_t  load, weight;
 
-    ngx_http_llm_pick_totals(peers, n, queued, &load, &weight);
+    ngx_http_llm_pick_totals(peers, n, &load, &weight);
 
     return ngx_http_llm_pick_cap(load, weight, peers[i].weight, epsilon,
                                  slack);
@@ -408,8 +405,8 @@ ngx_http_llm_pick_ring_lookup(const ngx_http_llm_pick_ring_t *ring,
 int
 ngx_http_llm_pick_ring_spills(const ngx_http_llm_pick_ring_t *ring,
     const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
-    double epsilon, uint32_t slack, uint32_t queued,
-    const ngx_http_llm_pick_recent_t *recent)
+    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent,
+    uint32_t *home)
 {
     size_t    lo, k, step, r;
     uint32_t  o, owner;
@@ -419,7 +416,7 @@ ngx_http_llm_pick_ring_spills(const ngx_http_llm_pick_ring_t *ring,
         return 0;
     }
 
-    ngx_http_llm_pick_totals(peers, n, queued, &load, &weight);
+    ngx_http_llm_pick_totals(peers, n, &load, &weight);
 
     lo = ngx_http_llm_pick_ring_lookup(ring, hash);
 
@@ -441,6 +438,8 @@ ngx_http_llm_pick_ring_spills(const ngx_http_llm_pick_ring_t *ring,
     if (owner == n) {
         return 0;
     }
+
+    *home = owner;
 
     if (peers[owner].inflight + 1
         <= ngx_http_llm_pick_cap(load, weight, peers[owner].weight, epsilon,
@@ -477,8 +476,8 @@ ngx_http_llm_pick_ring_spills(const ngx_http_llm_pick_ring_t *ring,
 int
 ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
     const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
-    double epsilon, uint32_t slack, uint32_t queued,
-    const ngx_http_llm_pick_recent_t *recent, const uint32_t *foot)
+    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent,
+    const uint32_t *foot)
 {
     int       best, ties;
     size_t    lo, k, step, r, j;
@@ -490,7 +489,7 @@ ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
         return -1;
     }
 
-    ngx_http_llm_pick_totals(peers, n, queued, &load, &weight);
+    ngx_http_llm_pick_totals(peers, n, &load, &weight);
 
     lo = ngx_http_llm_pick_ring_lookup(ring, hash);
 

@@ -114,9 +114,8 @@ void ngx_http_llm_pick_ring_build(ngx_http_llm_pick_ring_t *ring,
 /*
  * consistent hashing with bounded load: the owner of hash (the first
  * eligible peer clockwise) if its in-flight count stays within
- * ceil((1 + epsilon) x (total in flight + queued + 1) x weight / total
- * weight) + slack, queued: requests waiting for a server elsewhere (held
- * by wait=), part of the load the bound spreads;
+ * ceil((1 + epsilon) x (total in flight + 1) x weight / total weight)
+ * + slack;
  * else the most recent peer of recent (NULL: none) within its bound, the
  * one most likely to hold the prefix in its cache; else, with foot (the
  * footprint per peer: prefixes of the history it holds, NULL: none), the
@@ -125,8 +124,8 @@ void ngx_http_llm_pick_ring_build(ngx_http_llm_pick_ring_t *ring,
  */
 int ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
     const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
-    double epsilon, uint32_t slack, uint32_t queued,
-    const ngx_http_llm_pick_recent_t *recent, const uint32_t *foot);
+    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent,
+    const uint32_t *foot);
 
 /*
  * 1 when ngx_http_llm_pick_ring() would spill the request to a peer that
@@ -136,8 +135,8 @@ int ngx_http_llm_pick_ring(const ngx_http_llm_pick_ring_t *ring,
  */
 int ngx_http_llm_pick_ring_spills(const ngx_http_llm_pick_ring_t *ring,
     const ngx_http_llm_pick_peer_t *peers, size_t n, uint64_t hash,
-    double epsilon, uint32_t slack, uint32_t queued,
-    const ngx_http_llm_pick_recent_t *recent);
+    double epsilon, uint32_t slack, const ngx_http_llm_pick_recent_t *recent,
+    uint32_t *home);
 
 /*
  * notes that peer (an index) served key: move to front of its history; a
@@ -169,7 +168,7 @@ void ngx_http_llm_pick_foot_count(const ngx_http_llm_pick_recent_t *recent,
 
 /* the capacity above, for tests and the debug log */
 uint32_t ngx_http_llm_pick_bound(const ngx_http_llm_pick_peer_t *peers,
-    size_t n, size_t i, double epsilon, uint32_t slack, uint32_t queued);
+    size_t n, size_t i, double epsilon, uint32_t slack);
 
 /*
  * rate limit header values: an OpenAI duration ("6m0s", "1.5s", "20ms",

@@ -173,7 +173,7 @@ static int
 ring_at(ngx_http_llm_pick_ring_t *ring, ngx_http_llm_pick_peer_t *p,
     uint64_t h, uint32_t slack, ngx_http_llm_pick_recent_t *rc)
 {
-    return ngx_http_llm_pick_ring(ring, p, NPEERS, h, 0.25, slack, 0, rc, NULL);
+    return ngx_http_llm_pick_ring(ring, p, NPEERS, h, 0.25, slack, rc, NULL);
 }
 
 
@@ -181,7 +181,7 @@ static int
 ring_foot(ngx_http_llm_pick_ring_t *ring, ngx_http_llm_pick_peer_t *p,
     uint64_t h, ngx_http_llm_pick_recent_t *rc, const uint32_t *foot)
 {
-    return ngx_http_llm_pick_ring(ring, p, NPEERS, h, 0.25, 0, 0, rc, foot);
+    return ngx_http_llm_pick_ring(ring, p, NPEERS, h, 0.25, 0, rc, foot);
 }
 
 
@@ -335,16 +335,12 @@ test_ring_bounded_load(void **state)
     p[0].inflight = 3;
     p[1].inflight = 1;
     /* load 5, weight 5: peer 0 cap ceil(1.25 x 5 x 2 / 5) = 3 */
-    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 0, 0.25, 0, 0), 3);
-    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 1, 0.25, 0, 0), 2);
+    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 0, 0.25, 0), 3);
+    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 1, 0.25, 0), 2);
 
     /* slack: requests above the multiplicative bound */
-    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 0, 0.25, 1, 0), 4);
-    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 1, 0.25, 2, 0), 4);
-
-    /* requests queued at the gateway (wait=) are load too: load 8 */
-    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 0, 0.25, 0, 3), 4);
-    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 1, 0.25, 0, 3), 2);
+    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 0, 0.25, 1), 4);
+    assert_int_equal(ngx_http_llm_pick_bound(p, NPEERS, 1, 0.25, 2), 4);
 
     /*
      * low load: 4 peers, the owner holds 1, load 2: cap ceil(0.625) = 1
@@ -588,13 +584,13 @@ test_ring_spills(void **state)
 {
     int                         o, x;
     size_t                      i;
-    uint32_t                    w[NPEERS] = { 1, 1, 1, 1 };
+    uint32_t                    w[NPEERS] = { 1, 1, 1, 1 }, home;
     ngx_http_llm_pick_ring_t    ring;
     ngx_http_llm_pick_peer_t    p[NPEERS];
     ngx_http_llm_pick_recent_t  rc;
 
 #define SPILLS(rcp, sl)                                                       \
-    ngx_http_llm_pick_ring_spills(&ring, p, NPEERS, 42, 0.25, sl, 0, rcp)
+    ngx_http_llm_pick_ring_spills(&ring, p, NPEERS, 42, 0.25, sl, rcp, &home)
 
     peers_init(p, NPEERS);
     ring_make(&ring, names, w, NPEERS);
@@ -606,7 +602,9 @@ test_ring_spills(void **state)
 
     /* owner full (load 3, cap 1): a spill, unless slack gives room */
     p[o].inflight = 2;
+    home = NPEERS;
     assert_int_equal(SPILLS(NULL, 0), 1);
+    assert_int_equal(home, o);
     assert_int_not_equal(ring_at(&ring, p, 42, 0, NULL), o);
     assert_int_equal(SPILLS(NULL, 1), 1);
     assert_int_equal(SPILLS(NULL, 2), 0);
@@ -639,6 +637,14 @@ test_ring_spills(void **state)
     p[o].eligible = 0;
     p[x].inflight = 0;
     assert_int_equal(SPILLS(NULL, 0), 0);
+
+    /* ... and the home the request waits for (load 5, cap 3 on 3 peers) */
+    x = ring_at(&ring, p, 42, 0, NULL);
+    assert_int_not_equal(x, o);
+    p[x].inflight = 4;
+    home = NPEERS;
+    assert_int_equal(SPILLS(NULL, 0), 1);
+    assert_int_equal(home, x);
 
     /* no eligible peer: waiting would not help */
     for (i = 0; i < NPEERS; i++) {
