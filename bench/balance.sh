@@ -39,7 +39,7 @@ slo=${BENCH_SLO_MS:-50} slo_cold=${BENCH_SLO_COLD_MS:-100}
 prefill_us=${BENCH_PREFILL_US:-40} blocks=${BENCH_CACHE_BLOCKS:-2048}
 requests=${BENCH_REQUESTS:-1024}
 rounds=${BENCH_ROUNDS:-3} secs=${BENCH_SECONDS:-5}
-methods=${BENCH_METHODS:-rr least_conn random2 least_tokens peak_ewma prefix prefix_s1 prefix_w160 prefix_w160c0 oracle}
+methods=${BENCH_METHODS:-rr least_conn random2 least_tokens peak_ewma prefix prefix_s1 prefix_w160 prefix_s1w160 oracle}
 scenarios=${BENCH_SCENARIOS-shared nosharing zipf slow 429}
 mock_opts=(--tokens 8 --itl-ms 5)
 

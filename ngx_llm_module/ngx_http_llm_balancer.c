@@ -37,6 +37,7 @@
 #define NGX_HTTP_LLM_BALANCE_POLL       1           /* ms, wait= re-checks */
 #define NGX_HTTP_LLM_BALANCE_WAKE       8           /* checks a release */
 #define NGX_HTTP_LLM_BALANCE_RECHECK    10          /* ms, full poll */
+#define NGX_HTTP_LLM_BALANCE_LINE       4           /* held per home slot */
 #define NGX_HTTP_LLM_BALANCE_MAX_WAIT   60000       /* ms */
 
 /* cold_wait=auto holds cold prefixes while the reuse share is this high */
@@ -80,9 +81,10 @@ typedef struct {
     uint32_t                        reuse;
 
     /*
-     * prefix wait=: bumped by every release, what can make room for a
-     * held request; a poll that finds it unchanged skips the check.
-     * Written under the mutex, read without it
+     * prefix wait=: bumped by what can make room for a held request: a
+     * release, and a pick (one more in flight raises every bound); a
+     * poll that finds it unchanged skips the check. Written under the
+     * mutex, read without it
      */
     ngx_atomic_t                    changes;
 } ngx_http_llm_balancer_shctx_t;
@@ -1110,6 +1112,7 @@ again:
     node->outstanding += prompt + output;
     node->inflight++;
     node->picks++;
+    sh->changes++;
 
     if (recent) {
         if (!pd->counted) {
@@ -1770,12 +1773,14 @@ ngx_http_llm_balancer_hold(ngx_http_request_t *r, void *data)
     }
 
     /*
-     * the line at the home: as many held for it, in every worker, as it
-     * has slots (its bound), about what frees there within one request's
-     * time; a request behind them would wait longer, it spills now (one
-     * hot prefix on a saturated group: the excess goes elsewhere at once)
+     * the line at the home: up to LINE held for it, in every worker, per
+     * slot it has (its bound), about what frees there within a few
+     * requests' time; a request behind them would wait longer, it spills
+     * now (one hot prefix on a saturated group: the excess goes elsewhere
+     * at once, the in-flight total and with it the bound grow)
      */
 
+    bound *= NGX_HTTP_LLM_BALANCE_LINE;
     node = &bcf->sh->node[bcf->slot[home]];
 
     ngx_shmtx_lock(&bcf->shpool->mutex);

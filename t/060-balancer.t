@@ -841,15 +841,14 @@ ones the fourth burst fails without the footprint.)
 
 
 
-=== TEST 27: prefix wait=: a held request goes home once a slot frees
+=== TEST 27: prefix wait=: held requests go home once a slot frees
 3 requests of one prefix 100 ms apart on 4 servers, each 300 ms: the
-first goes home; the second finds the owner at its bound (ceil(1.25 x 2
-/ 4) = 1) and is held instead of spilled, then goes home when the owner
-frees its slot (~200 ms); the third finds one held for the home already,
-as many as the home has slots (its bound, 1): it spills at once, to
-another server. One hold, ending at home. (100 ms apart: a check in one
-worker and the pick of a request arriving at the same instant in the
-other are not one atomic step.)
+first goes home; the others find the owner at its bound (ceil(1.25 x 2 /
+4) = 1) and are held instead of spilled, then go home one by one as the
+owner frees its slot: all three on the owner, two holds ending at home,
+~200 and ~400 ms. (100 ms apart:
+a check in one worker and the pick of a request arriving at the same
+instant in the other are not one atomic step.)
 --- http_config
     upstream pool27 {
         llm_balance prefix wait=5s;
@@ -891,9 +890,9 @@ other are not one atomic step.)
 ["GET /reset4", "GET /burst", "GET /stats4", "GET /alog", "GET /metrics"]
 --- response_body_like eval
 ["ok", ".*",
- qr/^(?=(?:.*"requests_total":0,){2})(?=.*"requests_total":2,)(?=.*"requests_total":1,)/s,
- qr/\Aw=- p=(\S+) s=200\nw=- p=(?!\1 )\S+ s=200\nw=(?:1[5-9]\d|2\d\d) p=\1 s=200\n\z/,
- qr/llm_balancer_waits_total\{upstream="pool27",outcome="home"\} 1\nllm_balancer_waits_total\{upstream="pool27",outcome="spill"\} 0\n/]
+ qr/^(?=(?:.*"requests_total":0,){2})(?=.*"requests_total":3,)/s,
+ qr/\Aw=- p=(\S+) s=200\nw=(?:1[5-9]\d|[2-9]\d\d|1\d\d\d) p=\1 s=200\nw=(?:[3-9]\d\d|1\d\d\d) p=\1 s=200\n\z/,
+ qr/llm_balancer_waits_total\{upstream="pool27",outcome="home"\} 2\nllm_balancer_waits_total\{upstream="pool27",outcome="spill"\} 0\n/]
 --- no_error_log
 [alert]
 [emerg]
@@ -952,13 +951,12 @@ holds).
 
 
 === TEST 29: prefix wait=: a client gone while held, nothing leaks
-3 requests of one prefix 100 ms apart, each 1 s, wait=5s (as TEST 27:
-the second held, the third spilled); the client goes away after 0.4 s:
-the proxy connections close, the held request ends with 499 (its wait
-timer goes with it), the two in flight too; no hold ends in a spill (it
-may end at home in the instant the home request leaves, before its own
-close is seen), nothing is logged above info, and the server answers
-after.
+3 requests of one prefix 100 ms apart, each 1 s, wait=5s; the client
+goes away after 0.4 s: the proxy connections close, the two held requests end
+with 499 (their wait timers go with them), the one at home too; no hold
+ends in a spill (both may end at home in the instant the home request
+leaves, before their own close is seen), nothing is logged above info, and
+the server answers after.
 --- http_config
     upstream pool29 {
         llm_balance prefix wait=5s;
@@ -1008,8 +1006,8 @@ after.
 ["", 200, 200, 200]
 --- response_body_like eval
 ["", "paused",
- qr/\A(?=.*w=[1-3]\d\d s=499\n)(?=(?:.*w=- s=499\n){2})(?:[^\n]*\n){3}\z/s,
- qr/llm_balancer_waits_total\{upstream="pool29",outcome="home"\} [01]\nllm_balancer_waits_total\{upstream="pool29",outcome="spill"\} 0\n/]
+ qr/\A(?=(?:.*w=[1-3]\d\d s=499\n){2})(?=.*w=- s=499\n)(?:[^\n]*\n){3}\z/s,
+ qr/llm_balancer_waits_total\{upstream="pool29",outcome="home"\} [0-2]\nllm_balancer_waits_total\{upstream="pool29",outcome="spill"\} 0\n/]
 --- no_error_log
 [alert]
 [emerg]
@@ -1057,8 +1055,8 @@ static route, fail-open).
 ["GET /reset4", "GET /burst", "GET /stats4", "GET /metrics"]
 --- response_body_like eval
 ["ok", ".*",
- qr/^(?=(?:.*"requests_total":0,){2})(?=.*"requests_total":2,)(?=.*"requests_total":1,)/s,
- qr/llm_balancer_waits_total\{upstream="pool30",outcome="home"\} 1\n/]
+ qr/^(?=(?:.*"requests_total":0,){2})(?=.*"requests_total":3,)/s,
+ qr/llm_balancer_waits_total\{upstream="pool30",outcome="home"\} 2\n/]
 
 
 
@@ -1350,14 +1348,11 @@ qr/"cold_wait=auto" of "llm_balance" needs "wait=" in .*nginx\.conf:\d+/
 
 
 
-=== TEST 40: prefix wait=: no more held for a home than its bound
-Four servers, one request of a prefix takes 2 s at its home; a second,
-100 ms later, is held (bound ceil(1.25 x 2 / 4) = 1, its home holds 1,
-nobody held for it); a third and a fourth find one held for the home
-already, as many as its bound: they spill at once, each to another
-server (the third's server is full for the fourth: bound 1). With them
-in flight the bound is ceil(1.25 x 4 / 4) = 2: the held one goes home
-(~200 ms, it ends with the fourth, in either order).
+=== TEST 40: prefix wait=: no more held for a home than 4 per slot
+Four servers, one request of a prefix takes 2 s at its home; four more,
+100 ms apart, are held (bound ceil(1.25 x 2 / 4) = 1: up to 4 held for
+it); the sixth finds the line full and spills at once, to another
+server.
 --- http_config
     upstream pool40 {
         llm_balance prefix wait=600ms;
@@ -1390,6 +1385,10 @@ in flight the bound is ceil(1.25 x 4 / 4) = 2: the held one goes home
         echo_location_async /hot/3;
         echo_sleep 0.1;
         echo_location_async /hot/4;
+        echo_sleep 0.1;
+        echo_location_async /hot/5;
+        echo_sleep 0.1;
+        echo_location_async /hot/6;
     }
     location = /alog {
         default_type text/plain;
@@ -1399,7 +1398,7 @@ in flight the bound is ceil(1.25 x 4 / 4) = 2: the held one goes home
 ["GET /reset", "GET /burst", "GET /alog"]
 --- response_body_like eval
 ["ok", ".*",
- qr/\Ak=h1 w=- p=(\S+) s=200\nk=h3 w=- p=(?!\1 )(\S+) s=200\n(?=[\s\S]*^k=h4 w=- p=(?!\1 |\2 )\S+ s=200$)(?=[\s\S]*^k=h2 w=(?:1[5-9]\d|2\d\d) p=\1 s=200$)(?:k=h[24] [^\n]*\n){2}\z/m]
+ qr/\A(?=[\s\S]*^k=h1 w=- p=(\S+) s=200$)(?=[\s\S]*^k=h6 w=- p=(?!\1 )\S+ s=200$)(?=[\s\S]*^k=h2 w=\d+ )(?=[\s\S]*^k=h3 w=\d+ )(?=[\s\S]*^k=h4 w=\d+ )(?=[\s\S]*^k=h5 w=\d+ )(?:k=h\d [^\n]*\n){6}\z/m]
 --- timeout: 10
 --- no_error_log
 [alert]
