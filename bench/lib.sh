@@ -180,29 +180,45 @@ wrk_post() {
 }
 
 # ab_rounds ROUNDS NAME=CMD...: ROUNDS rounds, each running every CMD in
-# turn (A B A B ...: the same drift hits every side). A CMD prints
+# turn, odd rounds in order, even ones reversed (A B B A ...: a drift
+# over the run hits every side alike). A CMD prints
 # numbers, the first is the figure (req/s), a second one, when there, is
 # shown as p99 ms. One line per round; then AB_MEAN[NAME] (and
 # AB_MEAN[NAME.2] for the second number) hold the means over the rounds.
 # AB_LABEL prefixes the lines.
 declare -gA AB_MEAN
 ab_rounds() {
-    local rounds=$1 r spec name line v1 v2 rest
-    declare -A sum1 sum2
+    local rounds=$1 r i spec name line v1 v2 rest
+    local -a order
+    declare -A sum1 sum2 got1 got2
     shift
     for spec in "$@"; do sum1[${spec%%=*}]=0 sum2[${spec%%=*}]=0; done
     for r in $(seq "$rounds"); do
-        line=$(printf '  %sround %d:' "${AB_LABEL:+$AB_LABEL }" "$r")
-        for spec in "$@"; do
+        # ABBA: even rounds run the sides in reverse order, so a drift of
+        # the machine over a round does not favour the first side
+        order=("$@")
+        if [ $((r % 2)) = 0 ]; then
+            order=()
+            for ((i = $#; i >= 1; i--)); do order+=("${!i}"); done
+        fi
+        for spec in "${order[@]}"; do
             name=${spec%%=*}
             read -r v1 v2 rest < <(eval "${spec#*=}")
             [ -n "$v1" ] || bench_die "no figure from: ${spec#*=}"
+            got1[$name]=$v1 got2[$name]=$v2
             sum1[$name]=$(awk -v x="${sum1[$name]}" -v y="$v1" 'BEGIN {print x + y}')
             if [ -n "$v2" ]; then
                 sum2[$name]=$(awk -v x="${sum2[$name]}" -v y="$v2" 'BEGIN {print x + y}')
-                line+=$(printf ' %s %9.0f req/s p99 %7s ms |' "$name" "$v1" "$v2")
+            fi
+        done
+        line=$(printf '  %sround %d%s:' "${AB_LABEL:+$AB_LABEL }" "$r" \
+               "$([ $((r % 2)) = 0 ] && echo ' (reversed)')")
+        for spec in "$@"; do
+            name=${spec%%=*}
+            if [ -n "${got2[$name]}" ]; then
+                line+=$(printf ' %s %9.0f req/s p99 %7s ms |' "$name" "${got1[$name]}" "${got2[$name]}")
             else
-                line+=$(printf ' %s %9.0f req/s |' "$name" "$v1")
+                line+=$(printf ' %s %9.0f req/s |' "$name" "${got1[$name]}")
             fi
         done
         echo "${line% |}"
