@@ -12,7 +12,7 @@
 #
 # Sub-targets: asan-module asan-mock asan-sidecar test-asan-unit
 # test-asan-sidecar test-asan-nginx. Ports: TEST_NGINX_PORT (nginx) and
-# LLM_MOCK_BASE .. +2 (the mock), as for make test-nginx.
+# LLM_MOCK_BASE .. +2 and +10 (the mock), as for make test-nginx.
 #
 # Needs: clang (its ASan runtime), valgrind.
 
@@ -118,6 +118,7 @@ test-asan-nginx: $(ASAN_SO) $(ASAN_MOCK)
 	    --listen 127.0.0.1:$$base,name=mock \
 	    --listen 127.0.0.1:$$((base + 1)),name=a \
 	    --listen 127.0.0.1:$$((base + 2)),name=b \
+	    --listen 127.0.0.1:$$((base + 10)),name=d \
 	    --pid-file $(ASAN_REPORTS)/../mock.pid & mock=$$!; \
 	for i in $$(seq 100); do \
 	    [ -s $(ASAN_REPORTS)/../mock.pid ] && break; sleep 0.05; \
@@ -127,7 +128,7 @@ test-asan-nginx: $(ASAN_SO) $(ASAN_MOCK)
 	TEST_NGINX_LOAD_MODULES="$(ECHO_SO) $(CURDIR)/$(ASAN_SO)" \
 	TEST_NGINX_SERVROOT=$(ASAN_SERVROOT) \
 	TEST_NGINX_MOCK_PORT=$$base TEST_NGINX_MOCK_A=$$((base + 1)) \
-	TEST_NGINX_MOCK_B=$$((base + 2)) \
+	TEST_NGINX_MOCK_B=$$((base + 2)) TEST_NGINX_MOCK_D=$$((base + 10)) \
 	    prove $(PROVE_INC) $(ASAN_SUITES) || rc=$$?; \
 	kill $$mock; wait $$mock || true; \
 	if ls $(ASAN_REPORTS)/* > /dev/null 2>&1; then \
