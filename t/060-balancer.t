@@ -26,6 +26,12 @@ sub chat {
         . qq({"role":"user","content":"$user"}]});
 }
 
+# cold_burst(N): N sequential echo_location lines, /cold/1 .. /cold/N
+sub cold_burst {
+    my ($n) = @_;
+    return join '', map { "        echo_location /cold/$_;\n" } 1 .. $n;
+}
+
 # /stats: the three instances' counters (its own connection counts as
 # one in "connections"); /reset: zero them; /stats4, /reset4: the same
 # with the fourth instance (d) too
@@ -1113,8 +1119,8 @@ first request ends), the twelve spill at once.
         server 127.0.0.1:$TEST_NGINX_MOCK_B;
     }
     log_format wait34 'k=$http_x_k w=$llm_balance_wait s=$status';
---- config
-    location /v1/ {
+--- config eval
+q|    location /v1/ {
         llm_gateway on;
         access_log logs/wait34.log wait34;
         proxy_pass http://pool34;
@@ -1139,24 +1145,13 @@ first request ends), the twelve spill at once.
     location = /burst {
         echo_location_async /hot;
         echo_sleep 0.1;
-        echo_location /cold/1;
-        echo_location /cold/2;
-        echo_location /cold/3;
-        echo_location /cold/4;
-        echo_location /cold/5;
-        echo_location /cold/6;
-        echo_location /cold/7;
-        echo_location /cold/8;
-        echo_location /cold/9;
-        echo_location /cold/10;
-        echo_location /cold/11;
-        echo_location /cold/12;
-        echo_location /hot;
+| . main::cold_burst(12) . q|        echo_location /hot;
     }
     location = /alog {
         default_type text/plain;
         alias $TEST_NGINX_SERVER_ROOT/logs/wait34.log;
     }
+|
 --- request eval
 ["GET /reset", "GET /burst", "GET /alog"]
 --- response_body_like eval
@@ -1227,8 +1222,8 @@ The reuse share reads under 0.2 in /metrics.
         server 127.0.0.1:$TEST_NGINX_MOCK_D;
     }
     log_format wait38 'k=$http_x_k w=$llm_balance_wait s=$status';
---- config
-    location /v1/ {
+--- config eval
+q|    location /v1/ {
         llm_gateway on;
         access_log logs/wait38.log wait38;
         proxy_pass http://pool38;
@@ -1256,72 +1251,13 @@ The reuse share reads under 0.2 in /metrics.
     location = /burst {
         echo_location_async /hot;
         echo_sleep 0.1;
-        echo_location /cold/1;
-        echo_location /cold/2;
-        echo_location /cold/3;
-        echo_location /cold/4;
-        echo_location /cold/5;
-        echo_location /cold/6;
-        echo_location /cold/7;
-        echo_location /cold/8;
-        echo_location /cold/9;
-        echo_location /cold/10;
-        echo_location /cold/11;
-        echo_location /cold/12;
-        echo_location /cold/13;
-        echo_location /cold/14;
-        echo_location /cold/15;
-        echo_location /cold/16;
-        echo_location /cold/17;
-        echo_location /cold/18;
-        echo_location /cold/19;
-        echo_location /cold/20;
-        echo_location /cold/21;
-        echo_location /cold/22;
-        echo_location /cold/23;
-        echo_location /cold/24;
-        echo_location /cold/25;
-        echo_location /cold/26;
-        echo_location /cold/27;
-        echo_location /cold/28;
-        echo_location /cold/29;
-        echo_location /cold/30;
-        echo_location /cold/31;
-        echo_location /cold/32;
-        echo_location /cold/33;
-        echo_location /cold/34;
-        echo_location /cold/35;
-        echo_location /cold/36;
-        echo_location /cold/37;
-        echo_location /cold/38;
-        echo_location /cold/39;
-        echo_location /cold/40;
-        echo_location /cold/41;
-        echo_location /cold/42;
-        echo_location /cold/43;
-        echo_location /cold/44;
-        echo_location /cold/45;
-        echo_location /cold/46;
-        echo_location /cold/47;
-        echo_location /cold/48;
-        echo_location /cold/49;
-        echo_location /cold/50;
-        echo_location /cold/51;
-        echo_location /cold/52;
-        echo_location /cold/53;
-        echo_location /cold/54;
-        echo_location /cold/55;
-        echo_location /cold/56;
-        echo_location /cold/57;
-        echo_location /cold/58;
-        echo_location /cold/59;
-        echo_location /cold/60;
-        echo_location /hot;
+| . main::cold_burst(60) . q|        echo_location /hot;
     }
     location = /alog {
         default_type text/plain;
         alias $TEST_NGINX_SERVER_ROOT/logs/wait38.log;
     }
+|
 --- request eval
 ["GET /reset", "GET /burst", "GET /alog", "GET /metrics"]
 --- response_body_like eval
