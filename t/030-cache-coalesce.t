@@ -200,11 +200,14 @@ llm_metrics_zone m:256k;"
 
 
 === TEST 5: expired entries refresh; stale on error, 5xx and 429 as configured
+Valid 2 s, a 2.5 s pause: the entry expires; the refresh (7th request)
+is a hit for the 8th (2 s of margin on a loaded machine; 1 s was not
+always enough in CI).
 --- config
     location /v1/ {
         llm_gateway on;
         llm_cache llm;
-        llm_cache_valid 1s;
+        llm_cache_valid 2s;
         llm_cache_use_stale error http_500 http_429;
         proxy_pass http://mock;
     }
@@ -214,10 +217,14 @@ llm_metrics_zone m:256k;"
         llm_cache_use_stale error;
         proxy_pass http://127.0.0.1:18599/;
     }
+    location = /sleep2 {
+        echo_sleep 2.5;
+        echo slept;
+    }
 --- request eval
 ["POST /v1/chat/completions
 {\"model\":\"k5\",\"temperature\":0,\"messages\":[{\"role\":\"user\",\"content\":\"five\"}]}",
-"GET /sleep",
+"GET /sleep2",
 "POST /v1/chat/completions
 {\"model\":\"k5\",\"temperature\":0,\"messages\":[{\"role\":\"user\",\"content\":\"five\"}]}",
 "POST /v1/chat/completions
