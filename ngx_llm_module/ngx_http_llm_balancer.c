@@ -1211,7 +1211,7 @@ static void
 ngx_http_llm_balancer_hints(ngx_http_request_t *r,
     ngx_http_llm_balancer_hints_t *h, uint64_t wall)
 {
-    u_char            c, *name;
+    u_char           *name;
     size_t            len;
     time_t            t;
     int64_t           v;
@@ -1247,18 +1247,6 @@ ngx_http_llm_balancer_hints(ngx_http_request_t *r,
 
         name = hdr[i].key.data;
         len = hdr[i].key.len;
-
-        /* most headers are none of these: one byte tells */
-
-        if (len < sizeof("retry-after") - 1) {
-            continue;
-        }
-
-        c = name[0] | 0x20;
-
-        if (c != 'r' && c != 'x' && c != 'a') {
-            continue;
-        }
 
         if (len == sizeof("retry-after") - 1
             && ngx_strncasecmp(name, (u_char *) "retry-after", len) == 0)
